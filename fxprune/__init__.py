@@ -1,0 +1,29 @@
+"""fxprune: a pruning compiler for PyTorch.
+
+    result = fxprune.compile(model, {"pruner": "l1", "sparsity": 0.5}, torch.randn(1, 3, 224, 224))
+    result.model    # physically smaller, verified equal to the masked model
+    result.report   # channels, params, MACs before/after
+"""
+
+from . import rules
+from .compiler import CompileResult, analyze, compile, speedup
+from .config import Config, parse_config
+from .errors import (
+    ConfigError,
+    ExportError,
+    FxPruneError,
+    InputError,
+    TraceError,
+    UnsupportedError,
+    VerifyError,
+)
+from .graph import DependencyGraph
+from .masks import Masks
+from .rules import Rule, register_rule
+
+__all__ = [
+    "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
+    "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
+    "UnsupportedError", "VerifyError", "ExportError",
+]
+__version__ = "0.1.0"

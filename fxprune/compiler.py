@@ -1,0 +1,145 @@
+"""The pipeline: `compile(model, config, example_inputs)` is a short list of named passes.
+
+    trace -> analyze (DependencyGraph) -> select + score (Masks) -> mask -> speedup -> verify -> report
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+
+from .config import parse_config
+from .errors import InputError
+from .graph import DependencyGraph
+from .masks import Masks
+from .passes.mask import insert_masks
+from .passes.speedup import detach_shared, new_shapes, speedup_pass
+from .passes.trace import check_inputs, trace
+from .passes.verify import verify
+from .pruners import compute_masks, select_layers
+from .report import Report, build_report
+
+__all__ = ["compile", "speedup", "analyze", "CompileResult"]
+
+
+@dataclass
+class CompileResult:
+    """What `compile` returns.
+
+    Attributes:
+        model: the physically pruned GraphModule (same train/eval flags as the input model).
+        masked_model: the traced model with mask nodes: trainable, same shapes as the input.
+        masks: per group, which channels are kept.
+        report: channels, params and MACs before/after, frozen groups, timings.
+        example_inputs: the inputs the model was traced and verified with.
+    """
+
+    model: torch.fx.GraphModule
+    masked_model: torch.fx.GraphModule
+    masks: Masks
+    report: Report
+    example_inputs: tuple[Any, ...]
+
+    def export_onnx(self, path: str, **kwargs: Any) -> Any:
+        """Export the pruned model to ONNX and check it in onnxruntime (see `fxprune.export_onnx`)."""
+        from .passes.export import export_onnx
+
+        return export_onnx(self.model, self.example_inputs, path, **kwargs)
+
+
+def analyze(model: torch.nn.Module, example_inputs: Any) -> tuple[torch.fx.GraphModule, DependencyGraph]:
+    """Trace a copy of `model` and build its channel-dependency graph."""
+    gm = trace(model, example_inputs)
+    dg = DependencyGraph.build(gm)
+    if dg.unsupported:
+        warnings.warn(dg.unsupported_message(), stacklevel=3)
+    return gm, dg
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+def _restore_modes(gm: torch.nn.Module, flags: dict[str, bool]) -> None:
+    for name, module in gm.named_modules():
+        if name in flags:
+            module.train(flags[name])
+
+
+def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> CompileResult:
+    """Prune `model` as `config` says and return the smaller model, verified against the masked one.
+
+    Args:
+        model: any nn.Module that torch.fx can trace; it is not modified.
+        config: a dict ({"pruner": "l1", "sparsity": 0.5}), or NNI's config_list (see fxprune.config).
+        example_inputs: a tensor or tuple of tensors for one forward call.
+
+    Returns:
+        CompileResult with .model (pruned), .masked_model, .masks and .report.
+
+    Example:
+        >>> result = fxprune.compile(model, {"pruner": "l1", "sparsity": 0.5}, torch.randn(1, 3, 32, 32))
+        >>> print(result.report)
+    """
+    cfg = parse_config(config)
+    inputs = check_inputs(model, example_inputs)
+    timings: dict[str, float] = {}
+    with _timed(timings, "trace"):
+        gm = trace(model, inputs)
+    with _timed(timings, "analyze"):
+        dg = DependencyGraph.build(gm)
+    with _timed(timings, "masks"):
+        masks = compute_masks(dg, cfg, select_layers(dg, cfg))
+    if dg.unsupported:
+        warnings.warn(dg.unsupported_message(), stacklevel=2)
+    with _timed(timings, "mask pass"):
+        masked = insert_masks(gm, masks)
+    with _timed(timings, "speedup"):
+        pruned = speedup_pass(masked, masks)
+    diff = 0.0
+    if cfg.verify:
+        with _timed(timings, "verify"):
+            diff = verify(masked, pruned, masks, inputs, cfg.rtol, cfg.atol)
+    with _timed(timings, "report"):
+        report = build_report(gm, pruned, dg, masks, new_shapes(masks), pruner=cfg.pruner, frontend="fx")
+    report.timings, report.max_abs_diff = timings, diff
+    detach_shared(pruned, masked)
+    flags = gm.meta.get("train_flags", {})
+    _restore_modes(pruned, flags)
+    _restore_modes(masked, flags)
+    return CompileResult(pruned, masked, masks, report, inputs)
+
+
+def speedup(masked_model: torch.fx.GraphModule, masks: Masks, example_inputs: Any = None,
+            *, verify_outputs: bool = True) -> torch.fx.GraphModule:
+    """Physically remove what `masks` masks from a model returned by a pruner's `compress()`.
+
+    Args:
+        masked_model: the masked GraphModule from `Pruner.compress()` (possibly fine-tuned since).
+        masks: the masks returned with it.
+        example_inputs: inputs to verify masked == pruned on (recommended).
+    """
+    if not isinstance(masked_model, torch.fx.GraphModule) or masks.graph is None:
+        raise InputError("speedup takes the (masked_model, masks) pair returned by a fxprune pruner's compress()")
+    pruned = speedup_pass(masked_model, masks)
+    if example_inputs is not None and verify_outputs:
+        was_training = masked_model.training
+        masked_model.eval()
+        pruned.eval()
+        try:
+            verify(masked_model, pruned, masks, check_inputs(masked_model, example_inputs))
+        finally:
+            masked_model.train(was_training)
+            pruned.train(was_training)
+    detach_shared(pruned, masked_model)
+    return pruned

@@ -1,0 +1,55 @@
+"""One exception family. Every message names the config key, layer or node, and the fix."""
+
+from __future__ import annotations
+
+import torch.fx
+
+__all__ = [
+    "FxPruneError",
+    "ConfigError",
+    "TraceError",
+    "InputError",
+    "UnsupportedError",
+    "VerifyError",
+    "ExportError",
+    "node_context",
+]
+
+
+class FxPruneError(Exception):
+    """Base class of every error fxprune raises on purpose."""
+
+
+class ConfigError(FxPruneError, ValueError):
+    """The config (or NNI config_list) is malformed or selects nothing."""
+
+
+class TraceError(FxPruneError):
+    """The model could not be turned into an fx graph."""
+
+
+class InputError(FxPruneError, ValueError):
+    """The example inputs do not fit the model (shape, dtype, device, count)."""
+
+
+class UnsupportedError(FxPruneError):
+    """The user asked to prune something the rules say cannot be pruned."""
+
+
+class VerifyError(FxPruneError):
+    """The pruned model does not compute what the masked model computes."""
+
+
+class ExportError(FxPruneError):
+    """ONNX export, checking or onnxruntime parity failed."""
+
+
+def node_context(node: torch.fx.Node) -> str:
+    """`node.format_node()` plus the user's source line the trace recorded, if any."""
+    text = node.format_node()
+    trace = node.meta.get("stack_trace")
+    if trace:
+        lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+        # The last two lines of an fx stack trace are 'File "...", line N, in f' and the code.
+        text += "\n    from " + " | ".join(lines[-2:])
+    return text

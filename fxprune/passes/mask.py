@@ -1,0 +1,82 @@
+"""Mask pass: make pruned channels exactly zero wherever they are consumed, in a trainable model.
+
+Pre:  a shape-annotated GraphModule and Masks computed on its dependency graph.
+Post: the same GraphModule (modified in place and returned) where every node output that holds
+      removed channels is followed by `torch.mul(x, <buffer>)`, the buffer named
+      `fxprune_mask_<i>` (0/1 along the pruned dim); every user of the node reads the masked value.
+      Unstructured weight masks become a parametrization (weight = original * mask). Mask nodes carry
+      `meta["fxprune_mask"] = True`, and the speedup pass removes them again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+import torch.nn.utils.parametrize as parametrize
+
+from ..masks import Masks
+
+__all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask"]
+
+MASK_PREFIX = "fxprune_mask_"
+
+
+class WeightMask(torch.nn.Module):
+    """Parametrization multiplying a weight by a fixed 0/1 mask (kept in a buffer)."""
+
+    def __init__(self, keep: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", keep.float())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def is_mask_node(node: torch.fx.Node) -> bool:
+    """Whether a node is a mask multiply inserted by this pass (or the get_attr of its buffer)."""
+    if node.op == "get_attr":
+        return str(node.target).startswith(MASK_PREFIX)
+    return node.op == "call_function" and node.target is torch.mul and any(
+        isinstance(a, torch.fx.Node) and a.op == "get_attr" and str(a.target).startswith(MASK_PREFIX)
+        for a in node.args)
+
+
+def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
+    """Insert mask nodes for `masks` into `gm` (in place) and return it."""
+    pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for s, keep in masks.pruned_slots():
+        if not s.tensor.startswith("@") and "[" not in s.tensor:
+            pruned.setdefault(s.tensor, []).append((s.dim, torch.as_tensor(keep)))
+    nodes = {n.name: n for n in gm.graph.nodes}
+    count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
+    for name, dims in pruned.items():
+        node = nodes[name]
+        if node.op in ("placeholder", "output"):
+            continue
+        rank = len(masks.graph.shapes[name])
+        last = node
+        for dim, keep in dims:
+            shape = [1] * rank
+            shape[dim] = -1
+            buf = f"{MASK_PREFIX}{count}"
+            count += 1
+            ref = node.meta.get("tensor_meta")
+            dtype = ref.dtype if ref is not None else torch.float32
+            gm.register_buffer(buf, keep.to(dtype).view(shape))
+            with gm.graph.inserting_after(last):
+                attr = gm.graph.get_attr(buf)
+            with gm.graph.inserting_after(attr):
+                mul = gm.graph.call_function(torch.mul, (last, attr))
+            mul.meta.update(node.meta)
+            mul.meta["fxprune_mask"] = True
+            last.replace_all_uses_with(mul, delete_user_cb=lambda user, m=mul: user is not m)
+            last = mul
+    for qualname, keep in masks.weights.items():
+        owner, _, attr = qualname.rpartition(".")
+        module = gm.get_submodule(owner)
+        if parametrize.is_parametrized(module, attr):
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+        parametrize.register_parametrization(module, attr, WeightMask(keep))
+    gm.graph.lint()
+    gm.recompile()
+    return gm

@@ -1,0 +1,149 @@
+"""Speedup pass: physically remove the masked channels.
+
+Pre:  a GraphModule (masked by `passes.mask` or not) whose original nodes are the ones `masks.graph`
+      was built on (same names), and the Masks.
+Post: a new GraphModule (the input is not modified) where mask nodes are gone, unstructured weight
+      masks are baked into the weights, every parameter and buffer is sliced along its pruned dims,
+      module attributes (`out_channels`, `groups`, `num_features`, ...) match the new shapes, and the
+      shape constants held in node arguments (`view`/`reshape`/`expand` sizes, `split` sizes, slice
+      bounds, `chunk`) are rewritten by each op's rule. Unpruned tensors are shared with the input
+      model until `detach_shared` copies them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.utils.parametrize as parametrize
+
+from ..errors import FxPruneError, node_context
+from ..graph import NodeView, spelling
+from ..masks import Masks
+from ..rules import lookup
+from .mask import MASK_PREFIX, is_mask_node
+
+__all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
+
+
+class RewriteContext(NodeView):
+    """What a rule's `rewrite` sees: old and new shapes, kept indices, and ways to edit the node."""
+
+    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks,
+                 new: dict[str, tuple[int, ...]]) -> None:
+        super().__init__(gm, node, masks.graph.shapes)
+        self.masks = masks
+        self._new = new
+
+    def old_shape(self, key: str) -> tuple[int, ...]:
+        return self.masks.graph.shapes[key]
+
+    def new_shape(self, key: str) -> tuple[int, ...]:
+        return self._new.get(key, self.masks.graph.shapes[key])
+
+    def kept(self, key: str, dim: int) -> np.ndarray | None:
+        return self.masks.kept(key, dim)
+
+    def set_arg(self, i: int, name: str, value: Any) -> None:
+        """Set positional arg i if present, else keyword `name`."""
+        if i < len(self.node.args):
+            args = list(self.node.args)
+            args[i] = value
+            self.node.args = tuple(args)
+        else:
+            self.node.kwargs = {**self.node.kwargs, name: value}
+
+    def replace(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Turn the node into `call_function target(*args, **kwargs)` (e.g. chunk -> split)."""
+        self.node.op, self.node.target = "call_function", target
+        self.node.args, self.node.kwargs = args, kwargs
+
+
+def new_shapes(masks: Masks) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor after removal: each pruned dim shrinks to its kept count."""
+    out: dict[str, tuple[int, ...]] = {}
+    for s, keep in masks.pruned_slots():
+        shape = list(out.get(s.tensor, masks.graph.shapes[s.tensor]))
+        shape[s.dim] = int(keep.sum())
+        out[s.tensor] = tuple(shape)
+    return out
+
+
+def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and is_mask_node(node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    for node in list(gm.graph.nodes):
+        if is_mask_node(node) and not node.users:
+            gm.graph.erase_node(node)
+    for name in [n for n, _ in gm.named_buffers() if n.startswith(MASK_PREFIX)]:
+        delattr(gm, name)
+
+
+def _bake_weight_masks(gm: torch.fx.GraphModule) -> None:
+    for module in gm.modules():
+        if parametrize.is_parametrized(module):
+            for attr in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+
+
+def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
+    by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for s, keep in masks.pruned_slots():
+        if s.tensor.startswith("@"):
+            by_tensor.setdefault(s.tensor[1:], []).append((s.dim, np.flatnonzero(keep)))
+    for qualname, dims in by_tensor.items():
+        owner_name, _, attr = qualname.rpartition(".")
+        owner = gm.get_submodule(owner_name)
+        old = getattr(owner, attr)
+        new = old.detach()
+        for dim, idx in dims:
+            new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
+        if isinstance(old, torch.nn.Parameter):
+            setattr(owner, attr, torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad))
+        elif attr in owner._buffers:
+            owner._buffers[attr] = new.clone()
+        else:
+            setattr(owner, attr, new.clone())
+
+
+def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
+    """Return a physically pruned copy of `gm`. See the module docstring for pre/postconditions."""
+    shared = {id(t): t for t in list(gm.parameters()) + list(gm.buffers())}
+    pruned = copy.deepcopy(gm, memo=dict(shared))  # share weights; sliced ones get replaced below
+    _drop_mask_nodes(pruned)
+    _bake_weight_masks(pruned)
+    _slice_tensors(pruned, masks)
+    new = new_shapes(masks)
+    for node in pruned.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        rule = lookup(spelling(node, pruned))
+        if rule is None or rule.rewrite is None:
+            continue
+        c = RewriteContext(pruned, node, masks, new)
+        if not any(k in new for k in c.inputs() + [node.name] + [f"{node.name}[0]"]):
+            continue
+        try:
+            rule.rewrite(c)
+        except Exception as e:
+            raise FxPruneError(f"speedup pass: cannot rewrite {node_context(node)}: {e}") from e
+    pruned.graph.lint()
+    pruned.recompile()
+    return pruned
+
+
+def detach_shared(pruned: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Give `pruned` its own copy of every tensor it still shares with `other`."""
+    theirs = {id(t) for t in list(other.parameters()) + list(other.buffers())}
+    for module in pruned.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and id(p) in theirs:
+                module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None and id(b) in theirs:
+                module._buffers[name] = b.clone()

@@ -1,0 +1,160 @@
+"""Report: per layer and in total, channels, parameters and MACs before and after; frozen groups and why.
+
+MACs are counted from the traced shapes for the example inputs as given (their batch size), by the
+`macs` entry of each op's rule (conv, linear, matmul): the ideal speedup is macs_before / macs_after.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+
+from .graph import DependencyGraph, NodeView, spelling, tensor_shapes
+from .masks import Masks
+from .rules import lookup
+
+__all__ = ["Report", "LayerStats", "GroupStats", "count_macs", "build_report"]
+
+
+@dataclass
+class LayerStats:
+    """One module that owns parameters."""
+
+    name: str
+    type: str
+    channels_before: int
+    channels_after: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclass
+class GroupStats:
+    """One channel group: its layers, channel counts and, when frozen, why."""
+
+    id: int
+    layers: list[str]
+    channels: int
+    kept: int
+    frozen: int
+    reasons: list[str]
+
+
+@dataclass
+class Report:
+    """What compile did, in numbers. `str(report)` is a table; `to_dict()` is JSON-ready."""
+
+    pruner: str
+    frontend: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    nonzero_params_after: int
+    layers: list[LayerStats] = field(default_factory=list)
+    groups: list[GroupStats] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    max_abs_diff: float = 0.0
+    unsupported: str = ""
+
+    @property
+    def param_reduction(self) -> float:
+        return 1 - self.params_after / max(self.params_before, 1)
+
+    @property
+    def mac_reduction(self) -> float:
+        return 1 - self.macs_after / max(self.macs_before, 1)
+
+    @property
+    def ideal_speedup(self) -> float:
+        return self.macs_before / max(self.macs_after, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "param_reduction": self.param_reduction, "mac_reduction": self.mac_reduction}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        rows = [f"{'layer':<32} {'type':<16} {'channels':>13} {'params':>21} {'MACs':>25}"]
+        for s in self.layers:
+            if s.params_before == s.params_after and s.channels_before == s.channels_after:
+                continue
+            rows.append(f"{s.name[:32]:<32} {s.type[:16]:<16} {s.channels_before:>6} -> {s.channels_after:<4}"
+                        f" {s.params_before:>9,} -> {s.params_after:<9,} {s.macs_before:>11,} -> {s.macs_after:<11,}")
+        frozen = [g for g in self.groups if g.frozen == g.channels and g.reasons]
+        rows += [
+            "",
+            f"pruner {self.pruner}, front end {self.frontend}; {len(self.layers)} layers, "
+            f"{sum(1 for s in self.layers if s.channels_after < s.channels_before)} pruned",
+            f"params {self.params_before:,} -> {self.params_after:,} (-{self.param_reduction:.1%})"
+            + (f", nonzero {self.nonzero_params_after:,}" if self.nonzero_params_after < self.params_after else ""),
+            f"MACs   {self.macs_before:,} -> {self.macs_after:,} (-{self.mac_reduction:.1%}, ideal speedup "
+            f"{self.ideal_speedup:.2f}x)",
+            f"verify: max |masked - pruned| = {self.max_abs_diff:.2e}",
+        ]
+        if frozen:
+            rows.append(f"{len(frozen)} group(s) with layers kept whole, e.g.:")
+            rows += [f"  {', '.join(g.layers[:3])}: {g.reasons[0]}" for g in frozen[:5]]
+        if self.timings:
+            rows.append("time: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
+        if self.unsupported:
+            rows += ["", self.unsupported]
+        return "\n".join(rows)
+
+
+def count_macs(gm: torch.fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """MACs per node (by node name) from each op's rule, using `shapes` for tensor shapes."""
+    out: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        rule = lookup(spelling(node, gm))
+        if rule is None or rule.macs is None:
+            continue
+        try:
+            out[node.name] = int(rule.macs(NodeView(gm, node, dict(shapes))))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _params(module: torch.nn.Module, recurse: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters(recurse=recurse))
+
+
+def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: DependencyGraph, masks: Masks,
+                 new_shapes: dict[str, tuple[int, ...]], *, pruner: str, frontend: str) -> Report:
+    """Compare the traced (dense) and pruned GraphModules layer by layer."""
+    shapes_before = {k: v for n in dense.graph.nodes for k, v in tensor_shapes(n).items()}
+    shapes_after = {**shapes_before, **{k: v for k, v in new_shapes.items() if not k.startswith("@")}}
+    macs_before, macs_after = count_macs(dense, shapes_before), count_macs(pruned, shapes_after)
+    from .pruners import _layers  # one definition of "layer" for config and report
+
+    layers = []
+    for layer in _layers(dg):
+        nodes = [n.name for n in dense.graph.nodes if n.op == "call_module" and n.target == layer.name]
+        key, dim = layer.slot
+        before_mod, after_mod = dense.get_submodule(layer.name), pruned.get_submodule(layer.name)
+        layers.append(LayerStats(
+            layer.name, layer.type_name, dg.shapes[key][dim], new_shapes.get(key, dg.shapes[key])[dim],
+            _params(before_mod, False), _params(after_mod, False),
+            sum(macs_before.get(n, 0) for n in nodes), sum(macs_after.get(n, 0) for n in nodes)))
+    layer_of = {lay.slot: lay.name for lay in _layers(dg)}
+    groups = []
+    for g in dg.groups:
+        if not g.param_slots():
+            continue
+        names = [layer_of[s] for s in g.slots if s in layer_of]
+        keep = masks.keep.get(g.id)
+        groups.append(GroupStats(g.id, names, g.n_units, int(keep.sum()) if keep is not None else g.n_units,
+                                 int(g.frozen.sum()), g.reasons[:3]))
+    nonzero = sum(int((p != 0).sum()) for p in pruned.parameters())
+    return Report(pruner, frontend, _params(dense), _params(pruned), sum(macs_before.values()),
+                  sum(macs_after.values()), nonzero, layers, groups, unsupported=dg.unsupported_message())

@@ -1,0 +1,630 @@
+"""The rule table: everything fxprune knows about an op, one row per op, keyed by every spelling.
+
+A row is a `Rule`:
+- `couple(c)` links the channels of the op's inputs, outputs and parameters (see `RuleContext`).
+  Any dimension the rule does not mention is frozen: channels only flow where a rule says so.
+- `rewrite(c)` (optional) fixes what the speedup pass makes stale once channels are gone: module
+  attributes (`out_channels`, `groups`, ...) and shape constants held in the node's arguments.
+- `macs(c)` (optional) counts multiply-accumulates from the shapes of the traced run.
+- `out_param` names the parameter dimension that holds a layer's output channels (for config
+  selection: `op_types=['Conv2d']` selects the group of `conv.weight` dim 0).
+
+Keys: a module class (`nn.Conv2d`), a function (`torch.add`, `F.relu`, `operator.add`), or a
+Tensor method name (`"view"`). Add support for an op with `register_rule(key, rule)`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["Rule", "RULES", "register_rule", "lookup", "elementwise", "ELEMENTWISE"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table. See the module docstring."""
+
+    couple: Callable[[Any], None]
+    rewrite: Callable[[Any], None] | None = None
+    macs: Callable[[Any], int] | None = None
+    out_param: tuple[str, int] | None = None
+
+
+RULES: dict[Any, Rule] = {}
+
+
+def register_rule(keys: Any | Iterable[Any], rule: Rule | Callable[[Any], None]) -> None:
+    """Add or replace the row for one op spelling or several.
+
+    Args:
+        keys: a module class, function, Tensor method name, or a list of them.
+        rule: a `Rule`, or a bare `couple` function (e.g. `fxprune.rules.elementwise`).
+
+    Example:
+        >>> fxprune.register_rule(my_gate, fxprune.rules.elementwise)
+    """
+    if not isinstance(rule, Rule):
+        rule = Rule(couple=rule)
+    if isinstance(keys, (list, tuple, set)):
+        for k in keys:
+            RULES[k] = rule
+    else:
+        RULES[keys] = rule
+
+
+def lookup(key: Any) -> Rule | None:
+    return RULES.get(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Couplings
+# ---------------------------------------------------------------------------------------------
+
+
+def elementwise(c: Any) -> None:
+    """Output channel i is computed from input channel i only (broadcasting allowed)."""
+    c.broadcast(c.out, c.inputs())
+
+
+def metadata(c: Any) -> None:
+    """The op reads sizes or dtypes only: its inputs stay free to change."""
+    for key in c.inputs():
+        c.touch(key)
+
+
+def _dim_arg(c: Any, i: int, name: str = "dim", default: Any = None) -> Any:
+    return c.arg(i, name, default)
+
+
+def along_dims(keep: Callable[[Any], Iterable[int]]) -> Callable[[Any], None]:
+    """Input and output share the dims `keep(c)` returns (same positions); the rest are mixed."""
+
+    def couple(c: Any) -> None:
+        x = c.inputs()[0]
+        for d in keep(c):
+            c.link((x, d), (c.out, d))
+
+    return couple
+
+
+def _channel_and_batch(c: Any) -> Iterable[int]:
+    return (0, 1) if c.ndim(c.inputs()[0]) > 1 else (0,)
+
+
+def _all_but(dims_of: Callable[[Any], Iterable[int]]) -> Callable[[Any], Iterable[int]]:
+    def keep(c: Any) -> Iterable[int]:
+        n = c.ndim(c.inputs()[0])
+        mixed = {d % n for d in dims_of(c)}
+        return [d for d in range(n) if d not in mixed]
+
+    return keep
+
+
+def _softmax_dim(c: Any) -> Iterable[int]:
+    d = c.module.dim if c.module is not None else _dim_arg(c, 1)
+    return [d if d is not None else -1]
+
+
+per_channel = along_dims(_channel_and_batch)
+
+
+def _per_channel_params(*names: str) -> Callable[[Any], None]:
+    """Norm layers and friends: channel dim 1 (dim 0 for unbatched 1-D) owns one entry of each param."""
+
+    def couple(c: Any) -> None:
+        x = c.inputs()[0]
+        ch = 1 if c.ndim(x) > 1 else 0
+        c.link((x, ch), (c.out, ch))
+        c.link((x, 0), (c.out, 0))
+        for n in names:
+            p = c.param(n)
+            if p is not None and c.shape(p)[0] == c.shape(x)[ch]:
+                c.link((x, ch), (p, 0))
+
+    return couple
+
+
+def _group_link(c: Any, full: str, w_full: tuple[str, int], part: str, w_part: tuple[str, int],
+                groups: int) -> None:
+    """Couple a grouped contraction: `full` owns one weight row each (w_full), `part` is split in groups.
+
+    g == 1: part channel j <-> weight slice j. Depthwise-like (one part channel per group): removing
+    part channel k removes group k with all its `full` channels. Otherwise channels keep their
+    position inside every group: part j of each group share weight slice j, and `full` channel i of
+    each group are removed together, so the groups stay equal.
+    """
+    c.link(w_full, (full, 1))
+    n_part, n_full = c.shape(part)[1], c.shape(full)[1]
+    a, b = n_part // groups, n_full // groups
+    if groups == 1:
+        c.link(w_part, (part, 1))
+    elif a == 1:
+        c.link((part, 1), (full, 1), np.arange(n_full) // b)
+        c.touch(*w_part)
+    else:
+        c.link(w_part, (part, 1), np.tile(np.arange(a), groups))
+        c.link((full, 1), (full, 1), np.arange(n_full) % b)
+    c.link((part, 0), (full, 0))
+
+
+def _conv_operands(c: Any) -> tuple[str, str, str | None, int, bool]:
+    if c.module is not None:
+        m = c.module
+        return c.inputs()[0], c.param("weight"), c.param("bias"), m.groups, bool(getattr(m, "transposed", False))
+    x, w, b = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "weight")), c.tensor(c.arg(2, "bias"))
+    transposed = c.node.target in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+    groups = c.arg(7 if transposed else 6, "groups", 1)
+    return x, w, b, groups, transposed
+
+
+def conv(c: Any) -> None:
+    """Conv/ConvTranspose, module or functional, any groups."""
+    x, w, b, groups, transposed = _conv_operands(c)
+    if transposed:  # weight (Cin, Cout/g, *k)
+        _group_link(c, x, (w, 0), c.out, (w, 1), groups)
+        if b is not None:
+            c.link((b, 0), (c.out, 1))
+    else:  # weight (Cout, Cin/g, *k)
+        _group_link(c, c.out, (w, 0), x, (w, 1), groups)
+        if b is not None:
+            c.link((b, 0), (c.out, 1))
+
+
+def _rewrite_conv(c: Any) -> None:
+    x, w, _, _, transposed = _conv_operands(c)
+    weight = c.value(w)
+    n_in, n_out = c.new_shape(x)[1], c.new_shape(c.out)[1]
+    groups = n_out // weight.shape[1] if transposed else n_in // weight.shape[1]
+    if c.module is not None:
+        c.module.in_channels, c.module.out_channels, c.module.groups = n_in, n_out, groups
+    else:
+        c.set_arg(7 if transposed else 6, "groups", groups)
+
+
+def _conv_macs(c: Any) -> int:
+    x, w, _, _, transposed = _conv_operands(c)
+    weight = c.shape(w)
+    per_out = math.prod(weight[1:])
+    if transposed:  # every input element is scattered into Cout/g * k outputs
+        return math.prod(c.shape(x)) * per_out
+    return math.prod(c.shape(c.out)) * per_out
+
+
+def linear(c: Any) -> None:
+    """y = x W^T + b over the last dim; leading dims pass through."""
+    if c.module is not None:
+        x, w, b = c.inputs()[0], c.param("weight"), c.param("bias")
+    else:
+        x, w, b = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "weight")), c.tensor(c.arg(2, "bias"))
+    c.link((w, 0), (c.out, -1))
+    c.link((w, 1), (x, -1))
+    if b is not None:
+        c.link((b, 0), (c.out, -1))
+    for d in range(c.ndim(x) - 1):
+        c.link((x, d), (c.out, d))
+
+
+def _rewrite_linear(c: Any) -> None:
+    if c.module is not None:
+        c.module.out_features, c.module.in_features = c.module.weight.shape
+
+
+def _linear_macs(c: Any) -> int:
+    x = c.inputs()[0]
+    return math.prod(c.shape(c.out)) * c.shape(x)[-1]
+
+
+def matmul(c: Any) -> None:
+    """a @ b over the last two dims, batch dims broadcast; the contracted dim couples a and b."""
+    a, b = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "other"))
+    if c.ndim(a) < 2 or c.ndim(b) < 2:
+        raise ValueError("1-D matmul operands")
+    c.link((a, -1), (b, -2))
+    c.link((a, -2), (c.out, -2))
+    c.link((b, -1), (c.out, -1))
+    for key in (a, b):
+        shift = c.ndim(c.out) - c.ndim(key)
+        for d in range(c.ndim(key) - 2):
+            if c.shape(key)[d] == c.shape(c.out)[d + shift]:
+                c.link((key, d), (c.out, d + shift))
+            else:
+                c.touch(key, d)
+
+
+def _matmul_macs(c: Any) -> int:
+    a = c.tensor(c.arg(0, "input"))
+    return math.prod(c.shape(c.out)) * c.shape(a)[-1]
+
+
+def group_norm(c: Any) -> None:
+    """GroupNorm: a whole normalisation group is the unit (other groups' statistics stay put)."""
+    x = c.inputs()[0]
+    m = c.module
+    per = c.shape(x)[1] // m.num_groups
+    c.link((x, 1), (c.out, 1))
+    c.link((x, 0), (c.out, 0))
+    c.link((x, 1), (x, 1), (np.arange(c.shape(x)[1]) // per) * per)
+    for n in ("weight", "bias"):
+        p = c.param(n)
+        if p is not None:
+            c.link((x, 1), (p, 0))
+
+
+def _rewrite_group_norm(c: Any) -> None:
+    m = c.module
+    per = m.num_channels // m.num_groups
+    m.num_channels = c.new_shape(c.out)[1]
+    m.num_groups = m.num_channels // per
+
+
+def _rewrite_num_features(c: Any) -> None:
+    if hasattr(c.module, "num_features"):
+        c.module.num_features = c.new_shape(c.out)[1 if len(c.new_shape(c.out)) > 1 else 0]
+
+
+def prelu(c: Any) -> None:
+    x = c.inputs()[0]
+    w = c.param("weight")
+    elementwise(c)
+    if c.shape(w)[0] > 1:
+        c.link((x, 1 if c.ndim(x) > 1 else 0), (w, 0))
+
+
+def _rewrite_prelu(c: Any) -> None:
+    c.module.num_parameters = c.module.weight.shape[0]
+
+
+def layer_norm_module(c: Any) -> None:
+    """LayerNorm mixes its normalised (trailing) dims; leading dims pass through."""
+    x = c.inputs()[0]
+    k = len(c.module.normalized_shape)
+    for d in range(c.ndim(x) - k):
+        c.link((x, d), (c.out, d))
+
+
+def cat(c: Any) -> None:
+    """Concat: input k occupies a window of the output at its offset; other dims are shared."""
+    tensors = c.arg(0, "tensors")
+    dim = c.arg(1, "dim", 0)
+    keys = [c.tensor(t) for t in tensors]
+    dim %= c.ndim(c.out)
+    offset = 0
+    for key in keys:
+        size = c.shape(key)[dim]
+        c.link((c.out, dim), (key, dim), offset + np.arange(size))
+        offset += size
+        c.same(key, c.out, (d for d in range(c.ndim(key)) if d != dim))
+
+
+def _windows(c: Any) -> tuple[str, int, list[tuple[int, int]]]:
+    x = c.inputs()[0]
+    dim = c.arg(2, "dim", 0) % c.ndim(x)
+    size = c.shape(x)[dim]
+    if c.target_name() == "chunk":
+        n = c.arg(1, "chunks")
+        step = math.ceil(size / n)
+        sizes = [min(step, size - s) for s in range(0, size, step)]
+    else:
+        arg = c.arg(1, "split_size_or_sections", c.node.kwargs.get("split_size"))
+        sizes = list(arg) if isinstance(arg, (list, tuple)) else [min(arg, size - s) for s in range(0, size, arg)]
+    starts = np.cumsum([0] + sizes[:-1]).tolist()
+    return x, dim, list(zip(starts, sizes))
+
+
+def split(c: Any) -> None:
+    """split/chunk: item k is a window of the input; the node's items are `name[k]`."""
+    x, dim, windows = _windows(c)
+    for k, (start, size) in enumerate(windows):
+        item = f"{c.node.name}[{k}]"
+        c.link((x, dim), (item, dim), start + np.arange(size))
+        c.same(x, item, (d for d in range(c.ndim(x)) if d != dim))
+
+
+def _rewrite_split(c: Any) -> None:
+    x, dim, windows = _windows(c)
+    kept = c.kept(x, dim)
+    if kept is None:
+        return
+    sizes = [int(((kept >= s) & (kept < s + n)).sum()) for s, n in windows]
+    c.replace(torch.split, (c.node.args[0], sizes), {"dim": dim})
+
+
+def getitem(c: Any) -> None:
+    """Item of a tuple output (alias), or tensor indexing with slices / ints / None / Ellipsis."""
+    src, index = c.arg(0), c.arg(1)
+    key = c.tensor(src)
+    if key is None:  # item of a tuple (split, chunk, ...) or of a size
+        item = f"{src.name}[{index}]" if hasattr(src, "name") else None
+        if item in c.g.shapes and c.out is not None:
+            c.same(item, c.out)
+        return
+    for in_dim, out_dim, idx in _index_plan(c.shape(key), index):
+        if out_dim is None:  # an int index picks one channel: that channel must stay
+            c.freeze(key, in_dim, "indexed by an integer", np.array([idx % c.shape(key)[in_dim]]))
+        elif isinstance(idx, slice):
+            start, stop, step = idx.indices(c.shape(key)[in_dim])
+            if step != 1:
+                raise ValueError("strided slice")
+            c.link((key, in_dim), (c.out, out_dim), start + np.arange(max(stop - start, 0)))
+
+
+def _index_plan(shape: tuple[int, ...], index: Any) -> list[tuple[int, int | None, Any]]:
+    """(input dim, output dim or None, slice or int) for a tensor index; raises on tensor indices."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(isinstance(i, (torch.fx.Node, list, torch.Tensor)) for i in items):
+        raise ValueError("advanced (tensor) indexing")
+    n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
+    plan, d_in, d_out = [], 0, 0
+    for i in items:
+        if i is Ellipsis:
+            for _ in range(len(shape) - n_real):
+                plan.append((d_in, d_out, slice(None)))
+                d_in, d_out = d_in + 1, d_out + 1
+        elif i is None:
+            d_out += 1
+        elif isinstance(i, int):
+            plan.append((d_in, None, i))
+            d_in += 1
+        else:
+            plan.append((d_in, d_out, i))
+            d_in, d_out = d_in + 1, d_out + 1
+    while d_in < len(shape):
+        plan.append((d_in, d_out, slice(None)))
+        d_in, d_out = d_in + 1, d_out + 1
+    return plan
+
+
+def _rewrite_getitem(c: Any) -> None:
+    src, index = c.node.args
+    key = c.tensor(src)
+    if key is None:
+        return
+    items = list(index) if isinstance(index, tuple) else [index]
+    plan = _index_plan(c.old_shape(key), index)
+    positions = [k for k, i in enumerate(items) if i is not None and i is not Ellipsis]
+    changed = False
+    for (in_dim, _, idx), pos in zip([p for p in plan if p[2] is not None], positions + [None] * len(plan)):
+        kept = c.kept(key, in_dim)
+        if kept is None or pos is None or idx == slice(None):
+            continue
+        if isinstance(idx, slice):
+            start, stop, _ = idx.indices(c.old_shape(key)[in_dim])
+            items[pos] = slice(int((kept < start).sum()), int((kept < stop).sum()))
+        else:
+            items[pos] = int((kept < idx % c.old_shape(key)[in_dim]).sum())
+        changed = True
+    if changed:
+        c.node.args = (src, tuple(items) if isinstance(index, tuple) else items[0])
+
+
+def _shape_chunks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Align two shapes of equal numel into chunks of dims with equal products (size-1 dims skipped)."""
+    ia = [d for d, s in enumerate(a) if s != 1]
+    ib = [d for d, s in enumerate(b) if s != 1]
+    chunks, i, j = [], 0, 0
+    while i < len(ia) and j < len(ib):
+        da, db = [ia[i]], [ib[j]]
+        pa, pb = a[ia[i]], b[ib[j]]
+        while pa != pb:
+            if pa < pb and i + 1 < len(ia):
+                i += 1
+                da.append(ia[i])
+                pa *= a[ia[i]]
+            elif pb < pa and j + 1 < len(ib):
+                j += 1
+                db.append(ib[j])
+                pb *= b[ib[j]]
+            else:
+                return None
+        chunks.append((da, db))
+        i, j = i + 1, j + 1
+    return chunks if i == len(ia) and j == len(ib) else None
+
+
+def reshape(c: Any) -> None:
+    """view/reshape/flatten/unflatten/squeeze/unsqueeze, from the traced in/out shapes.
+
+    Dims that map 1:1 are shared. When one dim splits into several (C -> G x C/G), its channels
+    follow the innermost factor, uniformly across the outer ones (the channel-shuffle pattern).
+    When several dims merge into one (C x H x W -> CHW), the merged channels follow the innermost
+    factor that is still free (C for a flatten after a conv). Anything else is frozen.
+    """
+    x = c.inputs()[0]
+    a, b = c.shape(x), c.shape(c.out)
+    chunks = _shape_chunks(a, b)
+    if chunks is None:
+        raise ValueError(f"cannot align shapes {a} -> {b}")
+    for d in range(len(a)):
+        if a[d] == 1:
+            c.touch(x, d)
+    for d in range(len(b)):
+        if b[d] == 1:
+            c.touch(c.out, d)
+    for da, db in chunks:
+        if len(da) == 1 and len(db) == 1:
+            c.link((x, da[0]), (c.out, db[0]))
+        elif len(da) == 1:
+            inner = db[-1]
+            c.link((c.out, inner), (x, da[0]), np.arange(a[da[0]]) % b[inner])
+        elif len(db) == 1:
+            free = [d for d in da if not c.is_frozen(x, d)]
+            if free:
+                j = free[-1]
+                stride = math.prod(a[d] for d in da if d > j)
+                c.link((x, j), (c.out, db[0]), (np.arange(b[db[0]]) // stride) % a[j])
+
+
+def _rewrite_reshape(c: Any) -> None:
+    """Replace stale int sizes in view/reshape/expand arguments by the pruned sizes."""
+    new, old = c.new_shape(c.out), c.old_shape(c.out)
+    if new == old:
+        return
+    args = list(c.node.args)
+    packed = len(args) == 2 and isinstance(args[1], (list, tuple))
+    sizes = list(args[1]) if packed else args[1:]
+    if c.node.op == "call_function" and c.node.target is torch.reshape:
+        packed, sizes = True, list(args[1])
+    if len(sizes) != len(new):
+        raise ValueError(f"cannot map {len(sizes)} size arguments onto a rank-{len(new)} result")
+    sizes = [n if isinstance(s, int) and s != -1 and s == o else s for s, n, o in zip(sizes, new, old)]
+    c.node.args = (args[0], tuple(sizes)) if packed else (args[0], *sizes)
+
+
+def _rewrite_unflatten(c: Any) -> None:
+    new, old = c.new_shape(c.out), c.old_shape(c.out)
+    if new == old:
+        return
+    dim = c.arg(1, "dim") % len(c.old_shape(c.inputs()[0]))
+    sizes = c.arg(2, "sizes")
+    fixed = tuple(n if s != -1 else s for s, n in zip(sizes, new[dim:dim + len(sizes)]))
+    c.set_arg(2, "sizes", fixed)
+
+
+def permute(c: Any) -> None:
+    x = c.inputs()[0]
+    n = c.ndim(x)
+    if c.target_name() in ("transpose", "swapaxes", "swapdims"):
+        d0, d1 = c.arg(1, "dim0") % n, c.arg(2, "dim1") % n
+        perm = list(range(n))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+    elif c.target_name() == "t":
+        perm = list(range(n))[::-1]
+    else:
+        perm = c.node.args[1:] if c.node.op == "call_method" and not isinstance(c.arg(1), (list, tuple)) \
+            else list(c.arg(1, "dims"))
+    for out_d, in_d in enumerate(perm):
+        c.link((x, in_d % n), (c.out, out_d))
+
+
+def reduce_dims(c: Any) -> None:
+    """mean/sum/amax/... over some dims (keepdim or not): the other dims pass through."""
+    x = c.inputs()[0]
+    n = c.ndim(x)
+    dims = c.arg(1, "dim")
+    if dims is None:
+        return
+    dims = {d % n for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
+    keepdim = c.arg(2, "keepdim", False)
+    out_d = 0
+    for d in range(n):
+        if d in dims:
+            out_d += 1 if keepdim else 0
+            continue
+        c.link((x, d), (c.out, out_d))
+        out_d += 1
+
+
+def expand(c: Any) -> None:
+    """expand/expand_as: broadcast size-1 dims, share the rest."""
+    x = c.inputs()[0]
+    shift = c.ndim(c.out) - c.ndim(x)
+    for d, size in enumerate(c.shape(x)):
+        if size == c.shape(c.out)[d + shift]:
+            c.link((x, d), (c.out, d + shift))
+        else:
+            c.touch(x, d)
+    for other in c.inputs()[1:]:
+        c.touch(other)
+
+
+def first_input(c: Any) -> None:
+    """Same tensor out as in (contiguous, clone, to, type_as, ...): other tensor args are templates."""
+    ins = c.inputs()
+    c.same(ins[0], c.out)
+    for other in ins[1:]:
+        c.touch(other)
+
+
+def pad(c: Any) -> None:
+    """F.pad: dims that are not padded pass through."""
+    x = c.inputs()[0]
+    pads = c.arg(1, "pad")
+    n_padded = len(pads) // 2
+    for d in range(c.ndim(x) - n_padded):
+        c.link((x, d), (c.out, d))
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+_num_features = Rule(_per_channel_params("weight", "bias", "running_mean", "running_var"),
+                     rewrite=_rewrite_num_features, out_param=("weight", 0))
+_conv = Rule(conv, rewrite=_rewrite_conv, macs=_conv_macs, out_param=("weight", 0))
+_conv_t = Rule(conv, rewrite=_rewrite_conv, macs=_conv_macs, out_param=("weight", 1))
+_elementwise = Rule(elementwise)
+_reshape = Rule(reshape, rewrite=_rewrite_reshape)
+
+register_rule([nn.Conv1d, nn.Conv2d, nn.Conv3d, F.conv1d, F.conv2d, F.conv3d], _conv)
+register_rule([nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+               F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d], _conv_t)
+register_rule([nn.Linear, F.linear], Rule(linear, rewrite=_rewrite_linear, macs=_linear_macs,
+                                          out_param=("weight", 0)))
+register_rule([torch.matmul, operator.matmul, torch.bmm, "matmul", "bmm"], Rule(matmul, macs=_matmul_macs))
+register_rule([nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d], _num_features)
+register_rule(nn.GroupNorm, Rule(group_norm, rewrite=_rewrite_group_norm, out_param=("weight", 0)))
+register_rule(nn.LayerNorm, Rule(layer_norm_module))
+register_rule(nn.PReLU, Rule(prelu, rewrite=_rewrite_prelu))
+
+ELEMENTWISE: list[Any] = [
+    # activation modules
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+    nn.Hardsigmoid, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Softsign,
+    nn.Tanhshrink, nn.LogSigmoid, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.AlphaDropout,
+    # functions
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.gelu, F.silu, F.sigmoid, F.tanh, F.hardswish,
+    F.hardsigmoid, F.hardtanh, F.elu, F.selu, F.celu, F.softplus, F.mish, F.softsign, F.logsigmoid,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sqrt,
+    torch.rsqrt, torch.clamp, torch.clip, torch.square, torch.erf, torch.sin, torch.cos,
+    torch.add, torch.sub, torch.mul, torch.div, torch.true_divide, torch.maximum, torch.minimum,
+    torch.where, torch.pow,
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pow,
+    operator.iadd, operator.isub, operator.imul, operator.itruediv,
+    # Tensor methods
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg", "sqrt", "rsqrt",
+    "clamp", "clamp_", "clip", "square", "pow", "add", "add_", "sub", "sub_", "mul", "mul_", "div",
+    "div_", "true_divide", "maximum", "minimum", "masked_fill", "erf", "sin", "cos",
+]
+register_rule(ELEMENTWISE, _elementwise)
+register_rule(["contiguous", "clone", "float", "half", "double", "to", "type_as", "detach", "requires_grad_",
+               torch.clone, torch.detach], Rule(first_input))
+register_rule(["size", "dim", "numel", getattr], Rule(metadata))
+
+_pool = Rule(per_channel)
+register_rule([nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+               nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+               nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
+               nn.UpsamplingBilinear2d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
+               nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
+               nn.ReplicationPad2d, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d,
+               F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+               F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate,
+               F.upsample, F.upsample_nearest, F.upsample_bilinear, torch.max_pool2d, torch.avg_pool1d,
+               torch.adaptive_avg_pool1d], _pool)
+register_rule(F.pad, Rule(pad))
+register_rule([nn.Softmax, nn.LogSoftmax, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+               "softmax", "log_softmax"], Rule(along_dims(_all_but(_softmax_dim))))
+
+register_rule([torch.cat, torch.concat, torch.concatenate], Rule(cat))
+register_rule([torch.split, torch.chunk, "split", "chunk"], Rule(split, rewrite=_rewrite_split))
+register_rule(operator.getitem, Rule(getitem, rewrite=_rewrite_getitem))
+register_rule(["view", "reshape", torch.reshape], _reshape)
+register_rule([torch.flatten, "flatten", nn.Flatten, torch.squeeze, "squeeze", torch.unsqueeze, "unsqueeze",
+               "view_as", "reshape_as"], Rule(reshape))
+register_rule([nn.Unflatten, "unflatten", torch.unflatten], Rule(reshape, rewrite=_rewrite_unflatten))
+register_rule([torch.permute, "permute", torch.transpose, "transpose", torch.swapaxes, "swapaxes",
+               "swapdims", "t", torch.t], Rule(permute))
+register_rule(["expand", "expand_as"], Rule(expand, rewrite=_rewrite_reshape))
+register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"], Rule(reduce_dims))
