@@ -85,10 +85,19 @@ def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
 
 
 def _bake_weight_masks(gm: torch.fx.GraphModule) -> None:
-    for module in gm.modules():
+    # A deep copy keeps the parametrized module's generated class, and remove_parametrizations deletes
+    # the property from that class: give the copy a class of its own first. leave_parametrized=True
+    # would write into the original tensor, which the masked model shares: set a new tensor instead.
+    for module in list(gm.modules()):
         if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             for attr in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+                with torch.no_grad():
+                    baked = getattr(module, attr).detach().clone()
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+                old = getattr(module, attr)
+                setattr(module, attr, torch.nn.Parameter(baked, requires_grad=old.requires_grad))
 
 
 def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
