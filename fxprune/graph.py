@@ -22,10 +22,12 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 import torch.fx
+import torch.nn.utils.parametrize as parametrize
 
 from .errors import node_context
 
-__all__ = ["Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "tensor_shapes", "spelling"]
+__all__ = ["Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "tensor_shapes", "spelling",
+           "module_class"]
 
 
 class Slot(NamedTuple):
@@ -49,10 +51,16 @@ def tensor_shapes(node: torch.fx.Node) -> dict[str, tuple[int, ...]]:
     return {}
 
 
+def module_class(module: torch.nn.Module) -> type:
+    """A module's class as the rule table knows it (seen through torch parametrizations)."""
+    cls = type(module)
+    return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
+
+
 def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Any:
     """The rule-table key of a node: module class, function object or method name."""
     if node.op == "call_module":
-        return type(gm.get_submodule(node.target))
+        return module_class(gm.get_submodule(node.target))
     return node.target
 
 

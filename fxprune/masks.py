@@ -54,19 +54,18 @@ class Masks:
         return any(not k.all() for k in self.keep.values())
 
     def to_nni(self) -> dict[str, dict[str, torch.Tensor]]:
-        """NNI's format: {layer: {param: 0/1 float mask of the param's shape}}."""
+        """NNI's format: {layer: {param: 0/1 float mask of the param's shape}}, for masked params only."""
         out: dict[str, dict[str, torch.Tensor]] = {}
-        params = {f"@{n}": p for n, p in self.graph.gm.named_parameters()}
-        for key, p in params.items():
-            mask = torch.ones_like(p, dtype=torch.float32)
-            if key[1:] in self.weights:
-                mask = mask * self.weights[key[1:]].float()
-            for d in range(p.dim()):
+        for key, shape in self.graph.shapes.items():
+            if not key.startswith("@"):
+                continue
+            mask = self.weights[key[1:]].float() if key[1:] in self.weights else torch.ones(shape)
+            for d in range(len(shape)):
                 keep = self.slot_keep(Slot(key, d))
                 if keep is not None:
-                    shape = [1] * p.dim()
-                    shape[d] = -1
-                    mask = mask * torch.as_tensor(keep, dtype=torch.float32).view(shape)
+                    view = [1] * len(shape)
+                    view[d] = -1
+                    mask = mask * torch.as_tensor(keep, dtype=torch.float32).view(view)
             if (mask == 0).any():
                 layer, _, attr = key[1:].rpartition(".")
                 out.setdefault(layer, {})[attr] = mask

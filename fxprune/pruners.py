@@ -16,7 +16,7 @@ import torch
 
 from .config import Config, RuleConfig, parse_config
 from .errors import ConfigError, InputError
-from .graph import DependencyGraph, Group, Slot
+from .graph import DependencyGraph, Group, Slot, module_class
 from .importance import IMPORTANCE
 from .masks import Masks
 from .rules import lookup
@@ -46,12 +46,13 @@ def _layers(dg: DependencyGraph) -> list[Layer]:
         if node.op != "call_module" or node.target in seen:
             continue
         module = dg.gm.get_submodule(node.target)
-        rule = lookup(type(module))
+        cls = module_class(module)
+        rule = lookup(cls)
         if rule is None or rule.out_param is None or getattr(module, rule.out_param[0], None) is None:
             continue
         seen.add(node.target)
         attr, dim = rule.out_param
-        layers.append(Layer(node.target, type(module).__name__, Slot(f"@{node.target}.{attr}", dim)))
+        layers.append(Layer(node.target, cls.__name__, Slot(f"@{node.target}.{attr}", dim)))
     return layers
 
 

@@ -94,7 +94,8 @@ class Report:
             f"pruner {self.pruner}, front end {self.frontend}; {len(self.layers)} layers, "
             f"{sum(1 for s in self.layers if s.channels_after < s.channels_before)} pruned",
             f"params {self.params_before:,} -> {self.params_after:,} (-{self.param_reduction:.1%})"
-            + (f", nonzero {self.nonzero_params_after:,}" if self.nonzero_params_after < self.params_after else ""),
+            + (f", nonzero {self.nonzero_params_after:,}"
+               if self.nonzero_params_after < 0.99 * self.params_after else ""),
             f"MACs   {self.macs_before:,} -> {self.macs_after:,} (-{self.mac_reduction:.1%}, ideal speedup "
             f"{self.ideal_speedup:.2f}x)",
             f"verify: max |masked - pruned| = {self.max_abs_diff:.2e}",
@@ -152,6 +153,8 @@ def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: 
         if not g.param_slots():
             continue
         names = [layer_of[s] for s in g.slots if s in layer_of]
+        if not names:  # kernel dims, input channels of the first layer, ...: no layer's channels
+            continue
         keep = masks.keep.get(g.id)
         groups.append(GroupStats(g.id, names, g.n_units, int(keep.sum()) if keep is not None else g.n_units,
                                  int(g.frozen.sum()), g.reasons[:3]))

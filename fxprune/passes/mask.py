@@ -67,7 +67,8 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
                 attr = gm.graph.get_attr(buf)
             with gm.graph.inserting_after(attr):
                 mul = gm.graph.call_function(torch.mul, (last, attr))
-            mul.meta.update(node.meta)
+            # Only shape and source meta: e.g. 'is_wrapped' would make codegen call fx.wrap("torch.mul").
+            mul.meta.update({k: node.meta[k] for k in ("tensor_meta", "val", "stack_trace") if k in node.meta})
             mul.meta["fxprune_mask"] = True
             last.replace_all_uses_with(mul, delete_user_cb=lambda user, m=mul: user is not m)
             last = mul
