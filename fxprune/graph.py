@@ -198,6 +198,8 @@ class RuleContext(NodeView):
         super().__init__(graph.gm, node, graph.shapes)
         self.g = graph
         self.touched: set[Slot] = set()
+        self._ins = set(self.inputs())
+        self._outs = set(tensor_shapes(node))
 
     def param(self, attr: str) -> str | None:
         if self.module is None or getattr(self.module, attr, None) is None:
@@ -220,6 +222,9 @@ class RuleContext(NodeView):
                 raise ValueError(f"link of unequal sizes {sa}={size_a} and {sb}={size_b}")
             idx = np.arange(size_a)
         self.g.add_link(sa, sb, np.asarray(idx, dtype=np.int64))
+        for s, other in ((sa, sb), (sb, sa)):  # an input channel that does not become an output channel
+            if s.tensor in self._ins and other.tensor not in self._outs:
+                self.g.contracted.add(s)
 
     def same(self, a: str, b: str, dims: Iterator[int] | None = None) -> None:
         """Couple a and b dim by dim (all dims, or `dims`), 1:1."""
@@ -268,6 +273,8 @@ class DependencyGraph:
         self.slot_union = _SlotUnion()
         self.coarse = nx.Graph()
         self.unsupported: dict[str, list[str]] = {}
+        #: input slots that an op contracts (conv/linear/matmul inputs): the mask pass zeroes these
+        self.contracted: set[Slot] = set()
         self.groups: list[Group] = []
         self.group_of: dict[Slot, int] = {}
 

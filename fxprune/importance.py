@@ -7,24 +7,13 @@ would take with it. `slots` restricts the aggregation (NNI's 'normal' mode: the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
 from .graph import DependencyGraph, Group, Slot
 
-__all__ = ["l1", "l2", "fpgm", "IMPORTANCE", "param_rows"]
-
-
-def param_rows(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None
-               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(rows, class index) per parameter slot: rows[i] is the flattened slice of element i."""
-    for s in group.param_slots():
-        if slots is not None and s not in slots:
-            continue
-        t = dg.gm.get_parameter(s.tensor[1:]) if _is_param(dg, s) else dg.gm.get_buffer(s.tensor[1:])
-        t = t.detach().float()
-        yield t.movedim(s.dim, 0).reshape(t.shape[s.dim], -1), torch.as_tensor(group.slot_class[s])
+__all__ = ["l1", "l2", "fpgm", "IMPORTANCE"]
 
 
 def _is_param(dg: DependencyGraph, s: Slot) -> bool:
@@ -35,27 +24,41 @@ def _is_param(dg: DependencyGraph, s: Slot) -> bool:
         return False
 
 
+def _tensor(dg: DependencyGraph, s: Slot) -> torch.Tensor:
+    return (dg.gm.get_parameter(s.tensor[1:]) if _is_param(dg, s) else dg.gm.get_buffer(s.tensor[1:])).detach()
+
+
 def _accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,
-                per_row: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                per_element: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
     scores = torch.zeros(group.n_units, dtype=torch.float64)
-    for rows, cls in param_rows(dg, group, slots):
-        scores.index_add_(0, cls, per_row(rows).double())
+    for s in group.param_slots():
+        if slots is None or s in slots:
+            scores.index_add_(0, torch.as_tensor(group.slot_class[s]), per_element(_tensor(dg, s), s.dim).double())
     return scores
+
+
+def _others(t: torch.Tensor, d: int) -> list[int]:
+    return [i for i in range(t.dim()) if i != d]
 
 
 def l1(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
     """L1 norm of everything a channel owns ("Pruning Filters for Efficient ConvNets")."""
-    return _accumulate(dg, group, slots, lambda r: r.abs().sum(1))
+    return _accumulate(dg, group, slots, lambda t, d: t.abs().sum(_others(t, d)) if t.dim() > 1 else t.abs())
 
 
 def l2(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
     """L2 norm of everything a channel owns."""
-    return _accumulate(dg, group, slots, lambda r: r.pow(2).sum(1)).sqrt()
+    return _accumulate(dg, group, slots, lambda t, d: t.pow(2).sum(_others(t, d)) if t.dim() > 1 else t.pow(2)).sqrt()
 
 
 def fpgm(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
     """Distance to the other channels (geometric-median criterion, FPGM): near-median = replaceable."""
-    return _accumulate(dg, group, slots, lambda r: torch.cdist(r[None], r[None])[0].sum(1))
+
+    def distance_sum(t: torch.Tensor, d: int) -> torch.Tensor:
+        rows = t.float().movedim(d, 0).reshape(t.shape[d], -1)
+        return torch.cdist(rows[None], rows[None])[0].sum(1)
+
+    return _accumulate(dg, group, slots, distance_sum)
 
 
 IMPORTANCE: dict[str, Callable[..., torch.Tensor]] = {"l1": l1, "l2": l2, "fpgm": fpgm}

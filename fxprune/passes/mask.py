@@ -1,9 +1,11 @@
 """Mask pass: make pruned channels exactly zero wherever they are consumed, in a trainable model.
 
 Pre:  a shape-annotated GraphModule and Masks computed on its dependency graph.
-Post: the same GraphModule (modified in place and returned) where every node output that holds
-      removed channels is followed by `torch.mul(x, <buffer>)`, the buffer named
-      `fxprune_mask_<i>` (0/1 along the pruned dim); every user of the node reads the masked value.
+Post: the same GraphModule (modified in place and returned) where every tensor whose removed
+      channels some op contracts (a conv, linear or matmul input; `DependencyGraph.contracted`) is
+      followed by `torch.mul(x, <buffer>)`, the buffer named `fxprune_mask_<i>` (0/1 along the
+      pruned dim); every user of the node reads the masked value. Elsewhere a removed channel only
+      ever reaches other removed channels (that is what the rules guarantee), so it needs no mask.
       Unstructured weight masks become a parametrization (weight = original * mask). Mask nodes carry
       `meta["fxprune_mask"] = True`, and the speedup pass removes them again.
 """
@@ -45,7 +47,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     """Insert mask nodes for `masks` into `gm` (in place) and return it."""
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for s, keep in masks.pruned_slots():
-        if not s.tensor.startswith("@") and "[" not in s.tensor:
+        if s in masks.graph.contracted and not s.tensor.startswith("@") and "[" not in s.tensor:
             pruned.setdefault(s.tensor, []).append((s.dim, torch.as_tensor(keep)))
     nodes = {n.name: n for n in gm.graph.nodes}
     count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
