@@ -24,8 +24,6 @@ import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-from .errors import node_context
-
 __all__ = ["Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "tensor_shapes", "spelling",
            "module_class"]
 
@@ -348,8 +346,10 @@ class DependencyGraph:
             return
         try:
             rule.couple(c)
-        except Exception as e:  # a rule that cannot handle this use of its op is a barrier
-            self._freeze_all(ins + outs, f"rule for {_spelling_name(key)} failed: {e}")
+        except Exception as e:  # a rule that cannot handle this use of its op makes it a barrier
+            why = f"the rule for {_spelling_name(key)} does not handle this use ({e})"
+            self.unsupported.setdefault(why, []).append(node.format_node())
+            self._freeze_all(ins + outs, why)
             return
         params = []
         if c.module is not None:
@@ -422,9 +422,6 @@ class DependencyGraph:
             "\nTo prune through one, register a rule: fxprune.register_rule(<op>, fxprune.rules.elementwise)"
             " (or a rule of your own; see fxprune/rules.py)."
         )
-
-    def describe(self, node: torch.fx.Node) -> str:
-        return node_context(node)
 
 
 def _fetch_attr(gm: torch.nn.Module, target: str) -> Any:
