@@ -321,6 +321,8 @@ def _prepare_out_dir(out: str, force: bool) -> tuple[Path, Path]:
     if target.is_dir() and any(target.iterdir()) and not force:
         raise CLIError(f"--out directory {out!r} is not empty; pass --force to replace it or choose another")
     parent = target.resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise CLIError(f"the parent {str(parent)!r} of --out {out!r} is a file, not a directory; choose another path")
     if not parent.is_dir():
         raise CLIError(f"the parent directory {str(parent)!r} of --out {out!r} does not exist; create it first")
     try:
