@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 import warnings
@@ -582,6 +583,10 @@ def _add_bench_flags(p: argparse.ArgumentParser, *, batch_default: str | None = 
                        help=f"least timed seconds per model and batch size (default: {min_time})")
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 96)
+
+
 def _build_parser() -> _Parser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -589,8 +594,8 @@ def _build_parser() -> _Parser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress lines on stderr")
 
-    parser = _Parser(prog=_PROG, description="fxprune: a pruning compiler for PyTorch. Prune a model, export it "
-                     "to ONNX, check it in onnxruntime and measure the speedup.", epilog=_EPILOG_MAIN,
+    parser = _Parser(prog=_PROG, description=_wrap("fxprune: a pruning compiler for PyTorch. Prune a model, export it "
+                     "to ONNX, check it in onnxruntime and measure the speedup."), epilog=_EPILOG_MAIN,
                      formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
     from . import __version__
 
@@ -599,9 +604,9 @@ def _build_parser() -> _Parser:
 
     demo = sub.add_parser("demo", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                           help="prune the built-in ResNet-18 and show the report and the benchmark",
-                          description="Run the whole pipeline on the built-in ResNet-18: compile (trace, "
+                          description=_wrap("Run the whole pipeline on the built-in ResNet-18: compile (trace, "
                           "group, score, mask, remove channels, verify), export dense and pruned to ONNX, "
-                          "check them in onnxruntime, and time both.", epilog=_EPILOG_DEMO)
+                          "check them in onnxruntime, and time both."), epilog=_EPILOG_DEMO)
     demo.add_argument("--sparsity", type=float, default=0.5, help="fraction of channels removed (default: 0.5)")
     demo.add_argument("--pruner", default="l1", choices=["l1", "l2", "fpgm"], help="criterion (default: l1)")
     demo.add_argument("--quick", action="store_true",
@@ -617,8 +622,8 @@ def _build_parser() -> _Parser:
 
     prune = sub.add_parser("prune", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                            help="prune your model from a Python factory and a YAML/JSON config",
-                           description="Prune the model that MODULE:FACTORY builds as CONFIG says; write the "
-                           "pruned model, its ONNX file, the report and the benchmark into DIR.",
+                           description=_wrap("Prune the model that MODULE:FACTORY builds as CONFIG says; write the "
+                           "pruned model, its ONNX file, the report and the benchmark into DIR."),
                            epilog=_EPILOG_PRUNE)
     prune.add_argument("model", metavar="MODULE:FACTORY", help="e.g. mymodels:build or ./net.py:make_net")
     prune.add_argument("--config", "-c", required=True, metavar="CONFIG", help="YAML or JSON pruning config")
@@ -632,8 +637,8 @@ def _build_parser() -> _Parser:
 
     bench = sub.add_parser("bench", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                            help="time ONNX files in onnxruntime (the first is the baseline)",
-                           description="Time ONNX models in onnxruntime on CPU: warm-up, interleaved runs, "
-                           "median and p90 per batch size, speedup against the first file.",
+                           description=_wrap("Time ONNX models in onnxruntime on CPU: warm-up, interleaved runs, "
+                           "median and p90 per batch size, speedup against the first file."),
                            epilog=_EPILOG_BENCH)
     bench.add_argument("onnx", nargs="+", metavar="FILE.onnx", help="ONNX files; the first is the baseline")
     bench.add_argument("--labels", metavar="A,B", help="names for the files (default: file stems)")
