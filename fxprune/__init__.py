@@ -5,7 +5,8 @@
     result.report   # channels, params, MACs before/after
 """
 
-from . import rules
+from . import models, rules
+from .bench import BenchResult, benchmark
 from .compiler import CompileResult, analyze, compile, speedup
 from .config import Config, parse_config
 from .errors import (
@@ -19,11 +20,13 @@ from .errors import (
 )
 from .graph import DependencyGraph
 from .masks import Masks
+from .passes.export import ExportResult, export_onnx
 from .rules import Rule, register_rule
 
 __all__ = [
     "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
-    "UnsupportedError", "VerifyError", "ExportError",
+    "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
+    "models",
 ]
 __version__ = "0.1.0"
