@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.fx
 
-from .config import parse_config
+from .config import Config, parse_config
 from .errors import InputError
-from .graph import DependencyGraph
+from .graph import BuildOptions, DependencyGraph
 from .masks import Masks
 from .passes.mask import insert_masks
 from .passes.speedup import detach_shared, new_shapes, speedup_pass
@@ -54,10 +54,12 @@ class CompileResult:
         return export_onnx(self.model, self.example_inputs, path, **kwargs)
 
 
-def analyze(model: torch.nn.Module, example_inputs: Any) -> tuple[torch.fx.GraphModule, DependencyGraph]:
-    """Trace a copy of `model` and build its channel-dependency graph."""
-    gm = trace(model, example_inputs)
-    dg = DependencyGraph.build(gm)
+def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None
+            ) -> tuple[torch.fx.GraphModule, DependencyGraph]:
+    """Trace a copy of `model` and build its channel-dependency graph (front end and options from `config`)."""
+    cfg = parse_config(config) if config is not None else Config()
+    gm = trace(model, example_inputs, cfg.frontend)
+    dg = DependencyGraph.build(gm, BuildOptions(split=cfg.attention, prune_hidden=cfg.prune_hidden))
     if dg.unsupported:
         warnings.warn(dg.unsupported_message(), stacklevel=3)
     return gm, dg
@@ -95,9 +97,9 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
     inputs = check_inputs(model, example_inputs)
     timings: dict[str, float] = {}
     with _timed(timings, "trace"):
-        gm = trace(model, inputs)
+        gm = trace(model, inputs, cfg.frontend)
     with _timed(timings, "analyze"):
-        dg = DependencyGraph.build(gm)
+        dg = DependencyGraph.build(gm, BuildOptions(split=cfg.attention, prune_hidden=cfg.prune_hidden))
     with _timed(timings, "masks"):
         masks = compute_masks(dg, cfg, select_layers(dg, cfg))
     if dg.unsupported:
@@ -111,10 +113,11 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
         with _timed(timings, "verify"):
             diff = verify(masked, pruned, masks, inputs, cfg.rtol, cfg.atol)
     with _timed(timings, "report"):
-        report = build_report(gm, pruned, dg, masks, new_shapes(masks), pruner=cfg.pruner, frontend="fx")
+        report = build_report(gm, pruned, dg, masks, new_shapes(masks), pruner=cfg.pruner,
+                              frontend=gm.meta["frontend"])
     report.timings, report.max_abs_diff = timings, diff
     detach_shared(pruned, masked)
-    flags = gm.meta.get("train_flags", {})
+    flags = gm.meta.get("train_flags", {}) if gm.meta["frontend"] == "fx" else {}  # export graphs are eval-only
     _restore_modes(pruned, flags)
     _restore_modes(masked, flags)
     return CompileResult(pruned, masked, masks, report, inputs)

@@ -139,7 +139,7 @@ def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: 
 
     layers = []
     for layer in _layers(dg):
-        nodes = [n.name for n in dense.graph.nodes if n.op == "call_module" and n.target == layer.name]
+        nodes = layer.nodes
         key, dim = layer.slot
         before_mod, after_mod = dense.get_submodule(layer.name), pruned.get_submodule(layer.name)
         layers.append(LayerStats(

@@ -40,6 +40,7 @@ class Rule:
 
 
 RULES: dict[Any, Rule] = {}
+_aten = torch.ops.aten
 
 
 def register_rule(keys: Any | Iterable[Any], rule: Rule | Callable[[Any], None]) -> None:
@@ -125,8 +126,8 @@ def _per_channel_params(*names: str) -> Callable[[Any], None]:
         ch = 1 if c.ndim(x) > 1 else 0
         c.link((x, ch), (c.out, ch))
         c.link((x, 0), (c.out, 0))
-        for n in names:
-            p = c.param(n)
+        params = [c.param(n) for n in names] if c.module is not None else c.inputs()[1:]
+        for p in params:
             if p is not None and c.shape(p)[0] == c.shape(x)[ch]:
                 c.link((x, ch), (p, 0))
 
@@ -156,14 +157,21 @@ def _group_link(c: Any, full: str, w_full: tuple[str, int], part: str, w_part: t
     c.link((part, 0), (full, 0))
 
 
+def _groups_index(c: Any) -> int:
+    """Position of `groups` in a functional conv's args (F.conv*, F.conv_transpose*, aten.conv*: 6)."""
+    return 8 if c.node.target is _aten.convolution.default else 6
+
+
 def _conv_operands(c: Any) -> tuple[str, str, str | None, int, bool]:
     if c.module is not None:
         m = c.module
         return c.inputs()[0], c.param("weight"), c.param("bias"), m.groups, bool(getattr(m, "transposed", False))
     x, w, b = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "weight")), c.tensor(c.arg(2, "bias"))
-    transposed = c.node.target in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
-    groups = c.arg(7 if transposed else 6, "groups", 1)
-    return x, w, b, groups, transposed
+    if c.node.target is _aten.convolution.default:
+        transposed = bool(c.arg(6))
+    else:
+        transposed = c.target_name().startswith("conv_transpose")
+    return x, w, b, c.arg(_groups_index(c), "groups", 1), transposed
 
 
 def conv(c: Any) -> None:
@@ -187,7 +195,7 @@ def _rewrite_conv(c: Any) -> None:
     if c.module is not None:
         c.module.in_channels, c.module.out_channels, c.module.groups = n_in, n_out, groups
     else:
-        c.set_arg(7 if transposed else 6, "groups", groups)
+        c.set_arg(_groups_index(c), "groups", groups)
 
 
 def _conv_macs(c: Any) -> int:
@@ -283,12 +291,154 @@ def _rewrite_prelu(c: Any) -> None:
     c.module.num_parameters = c.module.weight.shape[0]
 
 
-def layer_norm_module(c: Any) -> None:
-    """LayerNorm mixes its normalised (trailing) dims; leading dims pass through."""
-    x = c.inputs()[0]
-    k = len(c.module.normalized_shape)
-    for d in range(c.ndim(x) - k):
+HIDDEN_REASON = "hidden size: set prune_hidden=True to prune it"
+
+
+def _norm_operands(c: Any) -> tuple[str, int, list[str]]:
+    """(input, number of normalised trailing dims, [weight, bias]) of LayerNorm / RMSNorm, any spelling."""
+    if c.module is not None:
+        shape = c.module.normalized_shape
+        params = [c.param("weight"), c.param("bias")]
+    else:
+        shape = c.arg(1, "normalized_shape")
+        params = [c.tensor(c.arg(2, "weight")), c.tensor(c.arg(3, "bias"))]
+    return c.inputs()[0], len(shape) if isinstance(shape, (list, tuple)) else 1, [p for p in params if p]
+
+
+def layer_norm(c: Any) -> None:
+    """LayerNorm/RMSNorm mix their normalised (trailing) dims; leading dims pass through.
+
+    Over one normalised dim with `prune_hidden`, its channels are coupled with the weight and bias:
+    the masked model normalises over the kept channels only (see `mask_norm`), as the pruned one does.
+    Otherwise that dim is frozen as the hidden size.
+    """
+    x, k, params = _norm_operands(c)
+    n = c.ndim(x)
+    for d in range(n - k):
         c.link((x, d), (c.out, d))
+    c.role(x, -1, "hidden")
+    if k == 1 and c.options.prune_hidden:
+        c.link((x, -1), (c.out, -1))
+        for p in params:
+            c.link((p, 0), (c.out, -1))
+        return
+    for d in range(n - k, n):
+        c.freeze(x, d, HIDDEN_REASON if k == 1 else "normalised over several dims")
+        c.freeze(c.out, d, HIDDEN_REASON if k == 1 else "normalised over several dims")
+    for p in params:
+        c.touch(p)
+
+
+def _rewrite_layer_norm(c: Any) -> None:
+    new = c.new_shape(c.out)[-1]
+    if c.module is not None:
+        c.module.normalized_shape = (*c.module.normalized_shape[:-1], new)
+    else:
+        shape = c.arg(1, "normalized_shape")
+        c.set_arg(1, "normalized_shape", [*shape[:-1], new])
+
+
+def embedding(c: Any) -> None:
+    """Embedding lookup: the table's dim 1 is the output's last dim; the vocabulary (dim 0) stays."""
+    if c.module is not None:
+        idx, w = c.inputs()[0], c.param("weight")
+    elif c.node.target is F.embedding:
+        idx, w = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "weight"))
+    else:
+        w, idx = c.tensor(c.arg(0, "weight")), c.tensor(c.arg(1, "indices"))
+    c.link((w, 1), (c.out, -1))
+    c.role(w, 1, "hidden")
+    c.freeze(w, 0, "vocabulary of an embedding table")
+    for d in range(c.ndim(idx)):
+        c.link((idx, d), (c.out, d))
+
+
+def _rewrite_embedding(c: Any) -> None:
+    if c.module is not None:
+        c.module.embedding_dim = c.module.weight.shape[1]
+
+
+def _sdpa_operands(c: Any) -> tuple[str, str, str, str | None]:
+    return (c.tensor(c.arg(0, "query")), c.tensor(c.arg(1, "key")), c.tensor(c.arg(2, "value")),
+            c.tensor(c.arg(3, "attn_mask")))
+
+
+def sdpa(c: Any) -> None:
+    """scaled_dot_product_attention: q and k share head_dim, v and the output share theirs, heads are
+    shared (grouped-query: kv head j serves q heads j*rep .. j*rep+rep-1), the mask broadcasts."""
+    q, k, v, mask = _sdpa_operands(c)
+    c.link((q, -1), (k, -1))
+    c.link((v, -1), (c.out, -1))
+    c.link((q, -2), (c.out, -2))
+    c.link((k, -2), (v, -2))
+    for d in range(c.ndim(q) - 2):
+        c.link((q, d), (c.out, d))
+        c.link((k, d), (v, d))
+        n_q, n_k = c.shape(q)[d], c.shape(k)[d]
+        c.link((k, d), (q, d), np.arange(n_q) // (n_q // n_k))
+    if c.ndim(q) >= 3:
+        c.role(q, -3, "heads")
+    if mask is not None:
+        shift = c.ndim(c.out) - c.ndim(mask)
+        for d, size in enumerate(c.shape(mask)):
+            if size == c.shape(c.out)[d + shift] and d + shift < c.ndim(c.out) - 1:
+                c.link((mask, d), (c.out, d + shift))
+            elif size == c.shape(k)[-2] and d + shift == c.ndim(c.out) - 1:
+                c.link((mask, d), (k, -2))
+            else:
+                c.touch(mask, d)
+
+
+def _rewrite_sdpa(c: Any) -> None:
+    q = _sdpa_operands(c)[0]
+    if c.arg(6, "scale") is None and c.new_shape(q)[-1] != c.old_shape(q)[-1]:
+        c.set_arg(6, "scale", 1 / math.sqrt(c.old_shape(q)[-1]))  # the dense head_dim's scale
+
+
+def _sdpa_macs(c: Any) -> int:
+    q, k, v, _ = _sdpa_operands(c)
+    return math.prod(c.shape(q)[:-1]) * c.shape(k)[-2] * (c.shape(q)[-1] + c.shape(v)[-1])
+
+
+def slice_tensor(c: Any) -> None:
+    """aten.slice(x, dim, start, end, step): a window of dim; other dims pass through."""
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim", 0) % c.ndim(x)
+    start, stop, step = slice(c.arg(2, "start"), c.arg(3, "end"), c.arg(4, "step", 1)).indices(c.shape(x)[dim])
+    if step != 1:
+        raise ValueError("strided slice")
+    c.link((x, dim), (c.out, dim), start + np.arange(max(stop - start, 0)))
+    c.same(x, c.out, (d for d in range(c.ndim(x)) if d != dim))
+
+
+def _rewrite_slice(c: Any) -> None:
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim", 0) % len(c.old_shape(x))
+    kept = c.kept(x, dim)
+    if kept is None:
+        return
+    start, stop, _ = slice(c.arg(2, "start"), c.arg(3, "end")).indices(c.old_shape(x)[dim])
+    c.set_arg(2, "start", int((kept < start).sum()))
+    c.set_arg(3, "end", int((kept < stop).sum()))
+
+
+def select(c: Any) -> None:
+    """aten.select(x, dim, index): that element of dim must stay; the other dims pass through."""
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim") % c.ndim(x)
+    index = c.arg(2, "index") % c.shape(x)[dim]
+    c.freeze(x, dim, "indexed by an integer", np.array([index]))
+    for d in range(c.ndim(x)):
+        if d != dim:
+            c.link((x, d), (c.out, d - (d > dim)))
+
+
+def _rewrite_select(c: Any) -> None:
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim") % len(c.old_shape(x))
+    kept = c.kept(x, dim)
+    if kept is not None:
+        c.set_arg(2, "index", int((kept < c.arg(2, "index") % c.old_shape(x)[dim]).sum()))
 
 
 def cat(c: Any) -> None:
@@ -430,13 +580,40 @@ def _shape_chunks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int
     return chunks if i == len(ia) and j == len(ib) else None
 
 
+def _size_args(c: Any) -> list[Any] | None:
+    """The size arguments of view/reshape/expand, one per output dim (ints, -1 or Nodes), else None."""
+    args = c.node.args
+    if c.node.op == "call_method" and c.target_name() in ("view", "reshape", "expand"):
+        sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+    elif c.node.op == "call_function" and c.target_name() in ("view", "reshape", "_unsafe_view", "expand"):
+        sizes = c.arg(1, "shape", c.arg(1, "size"))
+    else:
+        return None
+    return list(sizes) if isinstance(sizes, (list, tuple)) else None
+
+
+def _split_carrier(c: Any, db: list[int]) -> int:
+    """Which factor of a split dim carries the channels: the heads factor (db[-2]) when the config says
+    heads and the view's sizes for it and for head_dim are constants the speedup pass can rewrite (or
+    -1); else the innermost factor (head_dim; the channel shuffle, whose sizes are computed at run time)."""
+    if c.options.split != "heads" or len(db) < 2:
+        return db[-1]
+    sizes = _size_args(c)
+    if sizes is None or len(sizes) != len(c.shape(c.out)):
+        return db[-1]
+    outer, inner = sizes[db[-2]], sizes[db[-1]]
+    return db[-2] if isinstance(outer, int) and isinstance(inner, int) else db[-1]
+
+
 def reshape(c: Any) -> None:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze, from the traced in/out shapes.
 
-    Dims that map 1:1 are shared. When one dim splits into several (C -> G x C/G), its channels
-    follow the innermost factor, uniformly across the outer ones (the channel-shuffle pattern).
-    When several dims merge into one (C x H x W -> CHW), the merged channels follow the innermost
-    factor that is still free (C for a flatten after a conv). Anything else is frozen.
+    Dims that map 1:1 are shared. When one dim splits into several (C -> heads x head_dim), its
+    channels follow one factor, uniformly across the others: the heads factor where the config asks
+    for heads and the view's sizes allow it (see `_split_carrier`), else the innermost factor (head_dim,
+    the channel-shuffle pattern). When several dims merge into one (C x H x W -> CHW), the merged
+    channels follow the innermost factor that is still free (C for a flatten after a conv, heads
+    after attention). Anything else is frozen.
     """
     x = c.inputs()[0]
     a, b = c.shape(x), c.shape(c.out)
@@ -453,8 +630,11 @@ def reshape(c: Any) -> None:
         if len(da) == 1 and len(db) == 1:
             c.link((x, da[0]), (c.out, db[0]))
         elif len(da) == 1:
-            inner = db[-1]
-            c.link((c.out, inner), (x, da[0]), np.arange(a[da[0]]) % b[inner])
+            j = _split_carrier(c, db)
+            stride = math.prod(b[d] for d in db if d > j)
+            c.link((c.out, j), (x, da[0]), (np.arange(a[da[0]]) // stride) % b[j])
+            if j != db[-1]:
+                c.role(c.out, j, "heads")
         elif len(db) == 1:
             free = [d for d in da if not c.is_frozen(x, d)]
             if free:
@@ -464,19 +644,31 @@ def reshape(c: Any) -> None:
 
 
 def _rewrite_reshape(c: Any) -> None:
-    """Replace stale int sizes in view/reshape/expand arguments by the pruned sizes."""
+    """Replace stale sizes in view/reshape/expand arguments by the pruned sizes: an int constant becomes
+    the new size; a size computed at run time (a Node) whose dim shrank becomes -1 (inferred)."""
     new, old = c.new_shape(c.out), c.old_shape(c.out)
     if new == old:
         return
+    sizes = _size_args(c)
+    if sizes is None or len(sizes) != len(new):
+        raise ValueError(f"cannot map the size arguments onto a rank-{len(new)} result")
+    fixed = []
+    for s, n, o in zip(sizes, new, old):
+        if isinstance(s, int) and s == o:
+            fixed.append(n)
+        elif isinstance(s, torch.fx.Node) and n != o:
+            fixed.append(-1)
+        else:
+            fixed.append(s)
+    if fixed.count(-1) > 1 and c.target_name() != "expand":
+        raise ValueError(f"sizes {sizes} -> {fixed}: more than one size is computed at run time and changes; "
+                         "write the view with one -1 or with constants")
     args = list(c.node.args)
-    packed = len(args) == 2 and isinstance(args[1], (list, tuple))
-    sizes = list(args[1]) if packed else args[1:]
-    if c.node.op == "call_function" and c.node.target is torch.reshape:
-        packed, sizes = True, list(args[1])
-    if len(sizes) != len(new):
-        raise ValueError(f"cannot map {len(sizes)} size arguments onto a rank-{len(new)} result")
-    sizes = [n if isinstance(s, int) and s != -1 and s == o else s for s, n, o in zip(sizes, new, old)]
-    c.node.args = (args[0], tuple(sizes)) if packed else (args[0], *sizes)
+    if c.node.op == "call_method" and not (len(args) == 2 and isinstance(args[1], (list, tuple))):
+        c.node.args = (args[0], *fixed)
+    else:
+        c.set_arg(1, "shape" if c.target_name() != "expand" else "size", type(args[1])(fixed)
+                  if len(args) > 1 and isinstance(args[1], (list, tuple)) else fixed)
 
 
 def _rewrite_unflatten(c: Any) -> None:
@@ -573,7 +765,6 @@ register_rule([torch.matmul, operator.matmul, torch.bmm, "matmul", "bmm"], Rule(
 register_rule([nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d], _num_features)
 register_rule(nn.GroupNorm, Rule(group_norm, rewrite=_rewrite_group_norm, out_param=("weight", 0)))
-register_rule(nn.LayerNorm, Rule(layer_norm_module))
 register_rule(nn.PReLU, Rule(prelu, rewrite=_rewrite_prelu))
 
 ELEMENTWISE: list[Any] = [
@@ -628,3 +819,57 @@ register_rule([torch.permute, "permute", torch.transpose, "transpose", torch.swa
                "swapdims", "t", torch.t], Rule(permute))
 register_rule(["expand", "expand_as"], Rule(expand, rewrite=_rewrite_reshape))
 register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"], Rule(reduce_dims))
+
+# ---------------------------------------------------------------------------------------------
+# ATen spellings (the torch.export front end): the same couplings, keyed by overload
+# ---------------------------------------------------------------------------------------------
+
+register_rule([_aten.conv1d.default, _aten.conv2d.default, _aten.conv3d.default, _aten.convolution.default], _conv)
+register_rule([_aten.conv_transpose1d.default, _aten.conv_transpose2d.input, _aten.conv_transpose3d.input], _conv_t)
+register_rule(_aten.linear.default, Rule(linear, macs=_linear_macs, out_param=("weight", 0)))
+register_rule([_aten.matmul.default, _aten.bmm.default, _aten.mm.default], Rule(matmul, macs=_matmul_macs))
+register_rule([F.batch_norm, _aten.batch_norm.default, F.instance_norm, _aten.instance_norm.default],
+              Rule(_per_channel_params()))
+register_rule([_aten.relu.default, _aten.relu_.default, _aten.gelu.default, _aten.silu.default, _aten.silu_.default,
+               _aten.sigmoid.default, _aten.tanh.default, _aten.hardtanh.default, _aten.hardtanh_.default,
+               _aten.hardswish.default, _aten.hardswish_.default, _aten.hardsigmoid.default, _aten.elu.default,
+               _aten.leaky_relu.default, _aten.dropout.default, _aten.exp.default, _aten.neg.default,
+               _aten.abs.default, _aten.sqrt.default, _aten.rsqrt.default, _aten.erf.default, _aten.sin.default,
+               _aten.cos.default, _aten.pow.Tensor_Scalar, _aten.pow.Tensor_Tensor, _aten.clamp.default,
+               _aten.add.Tensor, _aten.add_.Tensor, _aten.sub.Tensor, _aten.sub_.Tensor, _aten.mul.Tensor,
+               _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor, _aten.maximum.default,
+               _aten.minimum.default, _aten.where.self, _aten.masked_fill.Scalar, _aten.square.default],
+              _elementwise)
+register_rule([_aten.contiguous.default, _aten.clone.default, _aten.to.dtype, _aten.to.dtype_layout,
+               _aten.to.device, _aten.type_as.default, _aten.detach.default, _aten.alias.default],
+              Rule(first_input))
+register_rule([_aten.sym_size.int, _aten._assert_tensor_metadata.default], Rule(metadata))
+register_rule([_aten.max_pool1d.default, _aten.max_pool2d.default, _aten.max_pool3d.default,
+               _aten.avg_pool1d.default, _aten.avg_pool2d.default, _aten.avg_pool3d.default,
+               _aten.adaptive_avg_pool1d.default, _aten.adaptive_avg_pool2d.default,
+               _aten.adaptive_avg_pool3d.default, _aten.upsample_nearest2d.vec, _aten.upsample_bilinear2d.vec],
+              _pool)
+register_rule([_aten.softmax.int, _aten._softmax.default, _aten.log_softmax.int],
+              Rule(along_dims(_all_but(_softmax_dim))))
+register_rule(_aten.cat.default, Rule(cat))
+register_rule([_aten.split.Tensor, _aten.split_with_sizes.default, _aten.chunk.default],
+              Rule(split, rewrite=_rewrite_split))
+register_rule([_aten.view.default, _aten.reshape.default, _aten._unsafe_view.default], _reshape)
+register_rule([_aten.flatten.using_ints, _aten.squeeze.dim, _aten.squeeze.dims, _aten.squeeze.default,
+               _aten.unsqueeze.default], Rule(reshape))
+register_rule(_aten.unflatten.int, Rule(reshape, rewrite=_rewrite_unflatten))
+register_rule([_aten.permute.default, _aten.transpose.int, _aten.t.default], Rule(permute))
+register_rule(_aten.expand.default, Rule(expand, rewrite=_rewrite_reshape))
+register_rule([_aten.mean.dim, _aten.sum.dim_IntList, _aten.amax.default, _aten.amin.default], Rule(reduce_dims))
+register_rule(_aten.slice.Tensor, Rule(slice_tensor, rewrite=_rewrite_slice))
+register_rule(_aten.select.int, Rule(select, rewrite=_rewrite_select))
+
+# ---------------------------------------------------------------------------------------------
+# Transformers: norms over the hidden size, embeddings, attention (every spelling)
+# ---------------------------------------------------------------------------------------------
+
+register_rule([nn.LayerNorm, F.layer_norm, _aten.layer_norm.default, nn.RMSNorm, F.rms_norm, _aten.rms_norm.default],
+              Rule(layer_norm, rewrite=_rewrite_layer_norm))
+register_rule([nn.Embedding, F.embedding, _aten.embedding.default], Rule(embedding, rewrite=_rewrite_embedding))
+register_rule([F.scaled_dot_product_attention, _aten.scaled_dot_product_attention.default],
+              Rule(sdpa, rewrite=_rewrite_sdpa, macs=_sdpa_macs))

@@ -51,7 +51,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
     for name, dims in pruned.items():
         node = nodes[name]
-        if node.op in ("placeholder", "output"):
+        if node.op in ("placeholder", "output", "get_attr"):  # parameters are sliced; their users' outputs masked
             continue
         rank = len(masks.graph.shapes[name])
         last = node
