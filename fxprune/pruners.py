@@ -26,7 +26,8 @@ __all__ = [
 ]
 
 #: What op_types=['default'] means: the layers whose output channels fxprune prunes by default.
-DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear")
+DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear",
+                 "Conv1D")  # Conv1D: Hugging Face's transposed linear (GPT-2)
 
 
 @dataclass
@@ -51,7 +52,7 @@ def _module_type(node: torch.fx.Node, owner: str) -> str | None:
 
 def _layers(dg: DependencyGraph) -> list[Layer]:
     """Every layer: a call_module with an out_param rule (fx), or a function call (F.linear, aten.conv2d,
-    ...) whose rule has an out_param and whose weight (arg 1) is a parameter: the layer is the module that
+    ...) whose rule has an out_param and whose weight (arg `rule.weight_arg`) is a parameter: the layer is the module that
     owns the weight, typed by the module the call ran inside (torch.export) or by the function."""
     layers: dict[str, Layer] = {}
     for node in dg.gm.graph.nodes:
@@ -65,7 +66,7 @@ def _layers(dg: DependencyGraph) -> list[Layer]:
                 continue
             name, type_name, key = node.target, type(module).__name__, f"@{node.target}.{attr}"
         else:
-            weight = node.args[1] if len(node.args) > 1 else None
+            weight = node.args[rule.weight_arg] if len(node.args) > rule.weight_arg else None
             if not isinstance(weight, torch.fx.Node) or weight.op != "get_attr" or f"@{weight.target}" not in dg.shapes:
                 continue
             name = weight.target.rpartition(".")[0]

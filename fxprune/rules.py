@@ -7,10 +7,12 @@ A row is a `Rule`:
   attributes (`out_channels`, `groups`, ...) and shape constants held in the node's arguments.
 - `macs(c)` (optional) counts multiply-accumulates from the shapes of the traced run.
 - `out_param` names the parameter dimension that holds a layer's output channels (for config
-  selection: `op_types=['Conv2d']` selects the group of `conv.weight` dim 0).
+  selection: `op_types=['Conv2d']` selects the group of `conv.weight` dim 0). For a function spelling
+  (`F.linear`, `aten.addmm`) the weight is positional arg `weight_arg`.
 
-Keys: a module class (`nn.Conv2d`), a function (`torch.add`, `F.relu`, `operator.add`), or a
-Tensor method name (`"view"`). Add support for an op with `register_rule(key, rule)`.
+Keys: a module class (`nn.Conv2d`), a function (`torch.add`, `F.relu`, `operator.add`), a
+Tensor method name (`"view"`), or an ATen overload (`torch.ops.aten.linear.default`, as the
+torch.export front end spells ops). Add support for an op with `register_rule(key, rule)`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Rule:
     rewrite: Callable[[Any], None] | None = None
     macs: Callable[[Any], int] | None = None
     out_param: tuple[str, int] | None = None
+    weight_arg: int = 1
 
 
 RULES: dict[Any, Rule] = {}
@@ -736,6 +739,40 @@ def first_input(c: Any) -> None:
         c.touch(other)
 
 
+def addmm(c: Any) -> None:
+    """addmm(bias, x, w) = bias + x @ w (Hugging Face Conv1D: w is (in, out))."""
+    bias, x, w = c.tensor(c.arg(0)), c.tensor(c.arg(1)), c.tensor(c.arg(2))
+    c.link((x, 1), (w, 0))
+    c.link((w, 1), (c.out, 1))
+    c.link((x, 0), (c.out, 0))
+    if bias is not None:
+        c.broadcast(c.out, [bias])
+
+
+def _addmm_macs(c: Any) -> int:
+    return math.prod(c.shape(c.out)) * c.shape(c.tensor(c.arg(1)))[1]
+
+
+def created(c: Any) -> None:
+    """A new tensor from sizes or scalars (arange, zeros, full): no channels flow into it."""
+
+
+def opaque(c: Any) -> None:
+    """The op moves elements across positions in ways no coupling describes (gather, index, diff)."""
+    for key in c.inputs() + ([c.out] if c.out else []):
+        for d in range(c.ndim(key)):
+            c.freeze(key, d, f"{c.target_name()} reads elements by index")
+
+
+def _roll_dims(c: Any) -> Iterable[int]:
+    dims = c.arg(2, "dims", ())
+    return dims if isinstance(dims, (list, tuple)) else [dims]
+
+
+def _cumsum_dim(c: Any) -> Iterable[int]:
+    return [c.arg(1, "dim")]
+
+
 def pad(c: Any) -> None:
     """F.pad: dims that are not padded pass through."""
     x = c.inputs()[0]
@@ -827,6 +864,18 @@ register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "am
 register_rule([_aten.conv1d.default, _aten.conv2d.default, _aten.conv3d.default, _aten.convolution.default], _conv)
 register_rule([_aten.conv_transpose1d.default, _aten.conv_transpose2d.input, _aten.conv_transpose3d.input], _conv_t)
 register_rule(_aten.linear.default, Rule(linear, macs=_linear_macs, out_param=("weight", 0)))
+register_rule(_aten.addmm.default, Rule(addmm, macs=_addmm_macs, out_param=("weight", 1), weight_arg=2))
+register_rule([_aten.arange.default, _aten.arange.start, _aten.arange.start_step, _aten.zeros.default,
+               _aten.ones.default, _aten.full.default, _aten.empty.memory_format, _aten.scalar_tensor.default,
+               _aten.new_ones.default, _aten.new_zeros.default, _aten.new_full.default, _aten.new_empty.default],
+              Rule(created))
+register_rule([_aten.gather.default, _aten.diff.default, _aten.index.Tensor, _aten.repeat.default, torch.gather,
+               "gather", "repeat", torch.ops.higher_order.wrap_with_set_grad_enabled], Rule(opaque))
+register_rule([_aten.pad.default, _aten.constant_pad_nd.default], Rule(pad))
+register_rule([_aten.roll.default, torch.roll, "roll"], Rule(along_dims(_all_but(_roll_dims))))
+register_rule([_aten.cumsum.default, torch.cumsum, "cumsum"], Rule(along_dims(_all_but(_cumsum_dim))))
+register_rule([_aten.zeros_like.default, _aten.ones_like.default, _aten.full_like.default, _aten._to_copy.default,
+               _aten.lift_fresh_copy.default], Rule(first_input))
 register_rule([_aten.matmul.default, _aten.bmm.default, _aten.mm.default], Rule(matmul, macs=_matmul_macs))
 register_rule([F.batch_norm, _aten.batch_norm.default, F.instance_norm, _aten.instance_norm.default],
               Rule(_per_channel_params()))
@@ -838,7 +887,13 @@ register_rule([_aten.relu.default, _aten.relu_.default, _aten.gelu.default, _ate
                _aten.cos.default, _aten.pow.Tensor_Scalar, _aten.pow.Tensor_Tensor, _aten.clamp.default,
                _aten.add.Tensor, _aten.add_.Tensor, _aten.sub.Tensor, _aten.sub_.Tensor, _aten.mul.Tensor,
                _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor, _aten.maximum.default,
-               _aten.minimum.default, _aten.where.self, _aten.masked_fill.Scalar, _aten.square.default],
+               _aten.minimum.default, _aten.where.self, _aten.masked_fill.Scalar, _aten.square.default,
+               _aten.where.ScalarOther, _aten.where.ScalarSelf, _aten.masked_fill.Tensor, _aten.mul.Scalar,
+               _aten.add.Scalar, _aten.sub.Scalar, _aten.div.Scalar, _aten.ge.Scalar, _aten.gt.Scalar,
+               _aten.lt.Scalar, _aten.le.Scalar, _aten.eq.Scalar, _aten.ne.Scalar, _aten.ge.Tensor, _aten.gt.Tensor,
+               _aten.lt.Tensor, _aten.le.Tensor, _aten.eq.Tensor, _aten.ne.Tensor, _aten.logical_not.default,
+               _aten.logical_and.default, _aten.logical_or.default, _aten.bitwise_not.default,
+               _aten.bitwise_and.Tensor, _aten.bitwise_or.Tensor, _aten.__and__.Tensor, _aten.__or__.Tensor],
               _elementwise)
 register_rule([_aten.contiguous.default, _aten.clone.default, _aten.to.dtype, _aten.to.dtype_layout,
                _aten.to.device, _aten.type_as.default, _aten.detach.default, _aten.alias.default],
