@@ -9,6 +9,9 @@ A row is a `Rule`:
 - `out_param` names the parameter dimension that holds a layer's output channels (for config
   selection: `op_types=['Conv2d']` selects the group of `conv.weight` dim 0). For a function spelling
   (`F.linear`, `aten.addmm`) the weight is positional arg `weight_arg`.
+- `mask(c)` (optional) makes the masked model compute what the pruned one will where zeroing inputs is
+  not enough (a norm or a mean over a pruned dim divides by the channel count): the mask pass calls it
+  and it swaps the node for a masked twin (see `passes.mask.MaskContext`); speedup swaps it back.
 
 Keys: a module class (`nn.Conv2d`), a function (`torch.add`, `F.relu`, `operator.add`), a
 Tensor method name (`"view"`), or an ATen overload (`torch.ops.aten.linear.default`, as the
@@ -40,6 +43,7 @@ class Rule:
     macs: Callable[[Any], int] | None = None
     out_param: tuple[str, int] | None = None
     weight_arg: int = 1
+    mask: Callable[[Any], None] | None = None
 
 
 RULES: dict[Any, Rule] = {}
@@ -330,6 +334,62 @@ def layer_norm(c: Any) -> None:
         c.freeze(c.out, d, HIDDEN_REASON if k == 1 else "normalised over several dims")
     for p in params:
         c.touch(p)
+
+
+def masked_layer_norm(x: torch.Tensor, normalized_shape: Any, weight: torch.Tensor | None = None,
+                      bias: torch.Tensor | None = None, eps: float = 1e-5, *_: Any, keep: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last dim with statistics over the channels where `keep` is 1 (others give 0)."""
+    n = keep.sum()
+    mean = (x * keep).sum(-1, keepdim=True) / n
+    var = ((x - mean) * keep).pow(2).sum(-1, keepdim=True) / n
+    y = (x - mean) * torch.rsqrt(var + eps)
+    y = y * weight if weight is not None else y
+    return (y + bias if bias is not None else y) * keep
+
+
+def masked_rms_norm(x: torch.Tensor, normalized_shape: Any, weight: torch.Tensor | None = None,
+                    eps: float | None = None, *, keep: torch.Tensor) -> torch.Tensor:
+    """RMSNorm over the last dim with the mean square over the channels where `keep` is 1."""
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x * torch.rsqrt((x * keep).pow(2).sum(-1, keepdim=True) / keep.sum() + eps)
+    return (y * weight if weight is not None else y) * keep
+
+
+def masked_mean(x: torch.Tensor, dim: Any, keepdim: bool = False, *_: Any, keep: torch.Tensor, **__: Any
+                ) -> torch.Tensor:
+    """Mean over `dim` counting only the elements where `keep` (broadcast to x) is 1."""
+    keep = keep.expand_as(x)
+    return (x * keep).sum(dim, keepdim=keepdim) / keep.sum(dim, keepdim=keepdim)
+
+
+def _mask_norm(c: Any) -> None:
+    x = _norm_operands(c)[0]
+    keep = c.keep_buffer(x, -1)
+    if keep is None:
+        return
+    rms = c.target_name() in ("rms_norm", "RMSNorm")
+    if c.module is not None:  # the module call becomes its function, reading the module's parameters
+        m = c.module
+        w, b = (c.get_attr(f"{c.node.target}.{n}") if getattr(m, n, None) is not None else None
+                for n in ("weight", "bias"))
+        src, shape = c.node.args[0], tuple(m.normalized_shape)
+        args = (src, shape, w, m.eps) if rms else (src, shape, w, b, m.eps)
+        c.swap(masked_rms_norm if rms else masked_layer_norm, F.rms_norm if rms else F.layer_norm, args, keep)
+    else:
+        c.swap(masked_rms_norm if rms else masked_layer_norm, c.node.target, c.node.args, keep)
+
+
+def _mask_mean(c: Any) -> None:
+    if c.target_name() != "mean":
+        return
+    x = c.inputs()[0]
+    n = c.ndim(x)
+    dims = c.arg(1, "dim")
+    for d in (dims if isinstance(dims, (list, tuple)) else [dims]):
+        keep = c.keep_buffer(x, d % n)
+        if keep is not None:
+            c.swap(masked_mean, c.node.target, c.node.args, keep)
+            return
 
 
 def _rewrite_layer_norm(c: Any) -> None:
@@ -709,9 +769,12 @@ def reduce_dims(c: Any) -> None:
         return
     dims = {d % n for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
     keepdim = c.arg(2, "keepdim", False)
+    averages = c.target_name() in ("mean", "sum") and c.options.prune_hidden
     out_d = 0
     for d in range(n):
         if d in dims:
+            if averages:  # zeroed channels add nothing to a sum; a mean is made to count kept ones (mask_mean)
+                c.touch(x, d)
             out_d += 1 if keepdim else 0
             continue
         c.link((x, d), (c.out, out_d))
@@ -855,7 +918,8 @@ register_rule([nn.Unflatten, "unflatten", torch.unflatten], Rule(reshape, rewrit
 register_rule([torch.permute, "permute", torch.transpose, "transpose", torch.swapaxes, "swapaxes",
                "swapdims", "t", torch.t], Rule(permute))
 register_rule(["expand", "expand_as"], Rule(expand, rewrite=_rewrite_reshape))
-register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"], Rule(reduce_dims))
+register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"],
+              Rule(reduce_dims, mask=_mask_mean))
 
 # ---------------------------------------------------------------------------------------------
 # ATen spellings (the torch.export front end): the same couplings, keyed by overload
@@ -915,7 +979,8 @@ register_rule([_aten.flatten.using_ints, _aten.squeeze.dim, _aten.squeeze.dims, 
 register_rule(_aten.unflatten.int, Rule(reshape, rewrite=_rewrite_unflatten))
 register_rule([_aten.permute.default, _aten.transpose.int, _aten.t.default], Rule(permute))
 register_rule(_aten.expand.default, Rule(expand, rewrite=_rewrite_reshape))
-register_rule([_aten.mean.dim, _aten.sum.dim_IntList, _aten.amax.default, _aten.amin.default], Rule(reduce_dims))
+register_rule([_aten.mean.dim, _aten.sum.dim_IntList, _aten.amax.default, _aten.amin.default],
+              Rule(reduce_dims, mask=_mask_mean))
 register_rule(_aten.slice.Tensor, Rule(slice_tensor, rewrite=_rewrite_slice))
 register_rule(_aten.select.int, Rule(select, rewrite=_rewrite_select))
 
@@ -924,7 +989,7 @@ register_rule(_aten.select.int, Rule(select, rewrite=_rewrite_select))
 # ---------------------------------------------------------------------------------------------
 
 register_rule([nn.LayerNorm, F.layer_norm, _aten.layer_norm.default, nn.RMSNorm, F.rms_norm, _aten.rms_norm.default],
-              Rule(layer_norm, rewrite=_rewrite_layer_norm))
+              Rule(layer_norm, rewrite=_rewrite_layer_norm, mask=_mask_norm))
 register_rule([nn.Embedding, F.embedding, _aten.embedding.default], Rule(embedding, rewrite=_rewrite_embedding))
 register_rule([F.scaled_dot_product_attention, _aten.scaled_dot_product_attention.default],
               Rule(sdpa, rewrite=_rewrite_sdpa, macs=_sdpa_macs))
