@@ -37,7 +37,8 @@ _TOP_KEYS = {
     "rtol": "relative tolerance of the check",
     "atol": "absolute tolerance of the check",
     "frontend": "'auto' (fx, then torch.export where fx fails) | 'fx' | 'export'",
-    "attention": "where a view splits channels into (heads, head_dim): prune 'heads' (default) or 'head_dim'",
+    "attention": "where a view splits channels into (heads, head_dim): prune 'heads' or 'head_dim'; None (default):"
+                 " heads where the view allows it, without an error where no heads are prunable",
     "prune_hidden": "also prune the hidden size (residual stream, norms, embeddings); default False",
 }
 _FRONTENDS = ("auto", "fx", "export")
@@ -84,7 +85,7 @@ class Config:
     rtol: float = 1e-4
     atol: float = 1e-5
     frontend: str = "auto"
-    attention: str = "heads"
+    attention: str | None = None
     prune_hidden: bool = False
 
 
@@ -196,7 +197,7 @@ def parse_config(config: Any) -> Config:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"config['{key}'] = {value!r} must be a non-negative number")
             setattr(cfg, key, float(value))
-    for key, allowed in (("frontend", _FRONTENDS), ("attention", _ATTENTION)):
+    for key, allowed in (("frontend", _FRONTENDS), ("attention", (None, *_ATTENTION))):
         value = config.get(key, getattr(cfg, key))
         if value not in allowed:
             raise ConfigError(f"config['{key}'] = {value!r} must be one of {', '.join(map(repr, allowed))}"

@@ -62,6 +62,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     max_abs_diff: float = 0.0
     unsupported: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def param_reduction(self) -> float:
@@ -102,6 +103,7 @@ class Report:
         if frozen:
             rows.append(f"{len(frozen)} group(s) with layers kept whole, e.g.:")
             rows += [f"  {', '.join(g.layers[:3])}: {g.reasons[0]}" for g in frozen[:5]]
+        rows += [f"note: {n}" for n in self.notes]
         if self.timings:
             rows.append("time: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
         if self.unsupported:

@@ -439,6 +439,7 @@ def sdpa(c: Any) -> None:
         c.link((k, d), (v, d))
         n_q, n_k = c.shape(q)[d], c.shape(k)[d]
         c.link((k, d), (q, d), np.arange(n_q) // (n_q // n_k))
+    c.role(q, -1, "head_dim")
     if c.ndim(q) >= 3:
         c.role(q, -3, "heads")
     if mask is not None:
@@ -560,6 +561,9 @@ def getitem(c: Any) -> None:
         if item in c.g.shapes and c.out is not None:
             c.same(item, c.out)
         return
+    if c.tensor(index) is not None:
+        _gather_rows(c, key, c.tensor(index))
+        return
     for in_dim, out_dim, idx in _index_plan(c.shape(key), index):
         if out_dim is None:  # an int index picks one channel: that channel must stay
             c.freeze(key, in_dim, "indexed by an integer", np.array([idx % c.shape(key)[in_dim]]))
@@ -568,6 +572,25 @@ def getitem(c: Any) -> None:
             if step != 1:
                 raise ValueError("strided slice")
             c.link((key, in_dim), (c.out, out_dim), start + np.arange(max(stop - start, 0)))
+
+
+def _gather_rows(c: Any, key: str, index: str) -> None:
+    """x[idx] with one integer tensor: rows of dim 0 are picked (dim 0 stays), the other dims pass through
+    (a relative-position bias table indexed by a buffer keeps its heads dim prunable)."""
+    c.freeze(key, 0, "rows picked by an index tensor")
+    c.touch(index)
+    shift = c.ndim(index) - 1
+    for d in range(1, c.ndim(key)):
+        c.link((key, d), (c.out, d + shift))
+
+
+def index_tensor(c: Any) -> None:
+    """aten.index.Tensor(x, [idx]): one index tensor on dim 0, as `x[idx]`; anything else is opaque."""
+    indices = c.arg(1, "indices")
+    if len(indices) == 1 and c.tensor(indices[0]) is not None:
+        _gather_rows(c, c.inputs()[0], c.tensor(indices[0]))
+    else:
+        opaque(c)
 
 
 def _index_plan(shape: tuple[int, ...], index: Any) -> list[tuple[int, int | None, Any]]:
@@ -599,7 +622,7 @@ def _index_plan(shape: tuple[int, ...], index: Any) -> list[tuple[int, int | Non
 def _rewrite_getitem(c: Any) -> None:
     src, index = c.node.args
     key = c.tensor(src)
-    if key is None:
+    if key is None or c.tensor(index) is not None:
         return
     items = list(index) if isinstance(index, tuple) else [index]
     plan = _index_plan(c.old_shape(key), index)
@@ -696,8 +719,7 @@ def reshape(c: Any) -> None:
             j = _split_carrier(c, db)
             stride = math.prod(b[d] for d in db if d > j)
             c.link((c.out, j), (x, da[0]), (np.arange(a[da[0]]) // stride) % b[j])
-            if j != db[-1]:
-                c.role(c.out, j, "heads")
+            c.role(c.out, j, "heads" if j != db[-1] else "head_dim")
         elif len(db) == 1:
             free = [d for d in da if not c.is_frozen(x, d)]
             if free:
@@ -933,7 +955,8 @@ register_rule([_aten.arange.default, _aten.arange.start, _aten.arange.start_step
                _aten.ones.default, _aten.full.default, _aten.empty.memory_format, _aten.scalar_tensor.default,
                _aten.new_ones.default, _aten.new_zeros.default, _aten.new_full.default, _aten.new_empty.default],
               Rule(created))
-register_rule([_aten.gather.default, _aten.diff.default, _aten.index.Tensor, _aten.repeat.default, torch.gather,
+register_rule(_aten.index.Tensor, Rule(index_tensor))
+register_rule([_aten.gather.default, _aten.diff.default, _aten.repeat.default, torch.gather,
                "gather", "repeat", torch.ops.higher_order.wrap_with_set_grad_enabled], Rule(opaque))
 register_rule([_aten.pad.default, _aten.constant_pad_nd.default], Rule(pad))
 register_rule([_aten.roll.default, torch.roll, "roll"], Rule(along_dims(_all_but(_roll_dims))))
