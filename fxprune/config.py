@@ -201,7 +201,7 @@ def parse_config(config: Any) -> Config:
         value = config.get(key, getattr(cfg, key))
         if value not in allowed:
             raise ConfigError(f"config['{key}'] = {value!r} must be one of {', '.join(map(repr, allowed))}"
-                              f"{_suggest(str(value), allowed)}")
+                              f"{_suggest(str(value), [a for a in allowed if a])}")
         setattr(cfg, key, value)
     prune_hidden = config.get("prune_hidden", False)
     if not isinstance(prune_hidden, bool):

@@ -367,7 +367,7 @@ def _mask_norm(c: Any) -> None:
     keep = c.keep_buffer(x, -1)
     if keep is None:
         return
-    rms = c.target_name() in ("rms_norm", "RMSNorm")
+    rms = (type(c.module).__name__ if c.module is not None else c.target_name()) in ("rms_norm", "RMSNorm")
     if c.module is not None:  # the module call becomes its function, reading the module's parameters
         m = c.module
         w, b = (c.get_attr(f"{c.node.target}.{n}") if getattr(m, n, None) is not None else None
