@@ -2,8 +2,8 @@
 
 Two front ends produce the same kind of graph for the same analysis:
 - `"fx"`: `torch.fx.symbolic_trace` (keeps `call_module` nodes);
-- `"export"`: `torch.export.export(strict=False)` with every input dim dynamic where the model allows
-  (`Dim.AUTO`), then `ExportedProgram.module()`, which lifts the parameter placeholders back into
+- `"export"`: `torch.export.export(strict=False)` with the batch dim (and the sequence dim of rank-2 and
+  rank-3 inputs) dynamic where the model allows (`Dim.AUTO`), then `ExportedProgram.module()`, which lifts the parameter placeholders back into
   `get_attr` nodes named by their state-dict qualnames (so they become `@qualname` slots and the
   speedup pass slices them on their owning module). Its ops are ATen overloads (`aten.linear.default`,
   ...), which the rule table knows. Its input guards (`_guards_fn`) are dropped: the pruned model
@@ -108,9 +108,17 @@ def _fx(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphModule
         ) from e
 
 
+def _dynamic_dims(x: Any) -> dict[int, Any] | None:
+    """Batch dim of every tensor input, and the sequence dim of token ids / masks (rank 2) and of (B, S, D)
+    inputs: the sizes a pruned model must keep accepting. Image sizes stay static (exporting them dynamic
+    costs minutes on window-attention models)."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return None
+    return {d: torch.export.Dim.AUTO for d in range(min(x.dim(), 2 if x.dim() in (2, 3) else 1))}
+
+
 def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphModule:
-    dims = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None
-                 for x in inputs)
+    dims = tuple(_dynamic_dims(x) for x in inputs)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
