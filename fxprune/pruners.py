@@ -52,8 +52,9 @@ def _module_type(node: torch.fx.Node, owner: str) -> str | None:
 
 def _layers(dg: DependencyGraph) -> list[Layer]:
     """Every layer: a call_module with an out_param rule (fx), or a function call (F.linear, aten.conv2d,
-    ...) whose rule has an out_param and whose weight (arg `rule.weight_arg`) is a parameter: the layer is the module that
-    owns the weight, typed by the module the call ran inside (torch.export) or by the function."""
+    ...) whose rule has an out_param and whose weight (arg `rule.weight_arg`) is a parameter: the layer
+    is the module that owns the weight, typed by the module the call ran inside (torch.export) or by
+    the function."""
     layers: dict[str, Layer] = {}
     for node in dg.gm.graph.nodes:
         rule = lookup(spelling(node, dg.gm)) if node.op in ("call_module", "call_function") else None

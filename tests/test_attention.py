@@ -23,8 +23,8 @@ CASES = {
 
 
 def _units_removed(result: fxprune.CompileResult, role: str) -> int:
-    dg = result.masks.graph
-    return sum(int((~result.masks.keep[g.id]).sum()) for g in dg.groups if role in g.roles and g.id in result.masks.keep)
+    keep = result.masks.keep
+    return sum(int((~keep[g.id]).sum()) for g in result.masks.graph.groups if role in g.roles and g.id in keep)
 
 
 @pytest.mark.parametrize("name", list(CASES))

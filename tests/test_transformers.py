@@ -76,8 +76,16 @@ def test_llama_gqa_removes_kv_heads_with_their_query_heads() -> None:
     check_result(result, _ids(3, 13))
 
 
-@pytest.mark.parametrize("name", ["bert_cls", "gpt2_lm"])
+@pytest.mark.parametrize("name", ["bert_cls", "gpt2_lm", "convnext_cls"])
 def test_prune_hidden_on_task_models(name: str) -> None:
+    if name == "convnext_cls":  # channels-last LayerNorm via permute, depthwise 7x7, layer scale nn.Parameter
+        model = T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1],
+                                                                  num_stages=2, num_labels=3)).eval()
+        result = fxprune.compile(model, {"sparsity": 0.5, "prune_hidden": True}, _images(2, 16))
+        scale = result.model.get_parameter("convnext.encoder.stages.0.layers.0.layer_scale_parameter")
+        assert scale.shape == (8,)  # pruned with the 16 stage-0 channels
+        check_result(result, _images(3, 16))
+        return
     if name == "bert_cls":
         model = T.BertForSequenceClassification(T.BertConfig(vocab_size=100, attn_implementation="eager", **TINY))
     else:  # tied lm_head: the tied table is sliced once, on its hidden dim

@@ -2,14 +2,15 @@
 
 Two front ends produce the same kind of graph for the same analysis:
 - `"fx"`: `torch.fx.symbolic_trace` (keeps `call_module` nodes);
-- `"export"`: `torch.export.export(strict=False)` with the batch dim (and the sequence dim of rank-2 and
-  rank-3 inputs) dynamic where the model allows (`Dim.AUTO`), then `ExportedProgram.module()`, which lifts the parameter placeholders back into
-  `get_attr` nodes named by their state-dict qualnames (so they become `@qualname` slots and the
-  speedup pass slices them on their owning module). Its ops are ATen overloads (`aten.linear.default`,
-  ...), which the rule table knows. Its input guards (`_guards_fn`) are dropped: the pruned model
-  has other sizes than the ones they check. The graph is traced in eval mode and stays so (dropout and
-  BatchNorm behaviour are baked in; `train()` is not supported on it). An example batch of size 1 makes
-  export specialise the batch dim: give at least 2 samples for a model that must run at any batch size.
+- `"export"`: `torch.export.export(strict=False)` with the batch dim (and the sequence dim of rank-2
+  and rank-3 inputs) dynamic where the model allows (`Dim.AUTO`), then `ExportedProgram.module()`,
+  which lifts the parameter placeholders back into `get_attr` nodes named by their state-dict
+  qualnames (so they become `@qualname` slots and the speedup pass slices them on their owning
+  module). Its ops are ATen overloads (`aten.linear.default`, ...), which the rule table knows. Its
+  input guards (`_guards_fn`) are dropped: the pruned model has other sizes than the ones they check.
+  The graph is traced in eval mode and stays so (dropout and BatchNorm behaviour are baked in;
+  `train()` is not supported on it). An example batch of size 1 makes export specialise the batch
+  dim: give at least 2 samples for a model that must run at any batch size.
 `"auto"` tries fx, then export. `gm.meta["frontend"]` says which one was used.
 
 Pre:  any nn.Module and example inputs it accepts.
