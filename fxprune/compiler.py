@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.fx
 
-from .config import parse_config
-from .errors import InputError
-from .graph import DependencyGraph
+from .config import Config, parse_config
+from .errors import InputError, UnsupportedError, node_context
+from .graph import BuildOptions, DependencyGraph, op_name
 from .masks import Masks
 from .passes.mask import insert_masks
 from .passes.speedup import detach_shared, new_shapes, speedup_pass
@@ -54,13 +54,67 @@ class CompileResult:
         return export_onnx(self.model, self.example_inputs, path, **kwargs)
 
 
-def analyze(model: torch.nn.Module, example_inputs: Any) -> tuple[torch.fx.GraphModule, DependencyGraph]:
-    """Trace a copy of `model` and build its channel-dependency graph."""
-    gm = trace(model, example_inputs)
-    dg = DependencyGraph.build(gm)
+def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None
+            ) -> tuple[torch.fx.GraphModule, DependencyGraph]:
+    """Trace a copy of `model` and build its channel-dependency graph (front end and options from `config`)."""
+    cfg = parse_config(config) if config is not None else Config()
+    gm = trace(model, example_inputs, cfg.frontend)
+    dg = DependencyGraph.build(gm, _options(cfg))
     if dg.unsupported:
         warnings.warn(dg.unsupported_message(), stacklevel=3)
     return gm, dg
+
+
+def _options(cfg: Config) -> BuildOptions:
+    return BuildOptions(split=cfg.attention or "heads", prune_hidden=cfg.prune_hidden)
+
+
+_ATTENTION_OPS = ("softmax", "_softmax", "scaled_dot_product_attention", "MultiheadAttention")
+
+
+def _check_requests(dg: DependencyGraph, cfg: Config) -> None:
+    """What the config asks for explicitly (hidden size, heads) must be prunable: else say where and why."""
+    if cfg.prune_hidden:
+        hidden = [g for g in dg.groups if "hidden" in g.roles]
+        if not any(g.prunable.any() for g in hidden):
+            reasons = sorted({r for g in hidden for r in g.reasons})[:4] or ["no LayerNorm/RMSNorm/embedding found"]
+            raise UnsupportedError(
+                "prune_hidden=True, but the hidden size cannot be pruned here: " + "; ".join(reasons) +
+                ".\nPrunable: FFN channels and attention heads (drop prune_hidden); the hidden size needs a "
+                "model whose outputs do not carry it (e.g. a task head instead of the base model).")
+    if cfg.attention is not None and not any(g.prunable.any() for g in dg.groups if cfg.attention in g.roles):
+        spellings = {n: _op_label(dg.gm, n) for n in dg.gm.graph.nodes}
+        attn = [n for n, label in spellings.items() if label in _ATTENTION_OPS]
+        where = node_context(attn[0]) if attn else "any node (no softmax or attention op in the graph)"
+        raise UnsupportedError(
+            f"attention={cfg.attention!r}, but no attention {cfg.attention} are prunable: fxprune does not "
+            f"understand the attention at {where}\n(its q/k/v views or its op have no rule that splits "
+            "channels into heads). Prunable: the other layers' output channels (FFN); not prunable: the "
+            "heads there. Drop 'attention' to prune the rest, or write the attention with view/reshape into "
+            "heads or F.scaled_dot_product_attention.")
+
+
+def _notes(dg: DependencyGraph, masks: Masks, cfg: Config) -> list[str]:
+    """What the report must say about semantics and about the transformer dims it kept or pruned."""
+    notes = []
+    hidden = [g for g in dg.groups if "hidden" in g.roles]
+    if any(g.id in masks.keep and not masks.keep[g.id].all() for g in hidden):
+        notes.append("hidden size pruned: norms and means over it use the kept channels only; the pruned model "
+                     "equals the masked model (verified), not the dense model with those channels zeroed")
+    elif hidden and not cfg.prune_hidden:
+        notes.append("hidden size kept: set prune_hidden=True to prune it")
+    role = cfg.attention or "heads"
+    heads = [g for g in dg.groups if role in g.roles and g.id in masks.keep]
+    if heads:
+        notes.append(f"attention {role}: {sum(int((~masks.keep[g.id]).sum()) for g in heads)} units removed in "
+                     f"{len(heads)} group(s)")
+    return notes
+
+
+def _op_label(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    return op_name(node.target) if node.op in ("call_function", "call_method") else ""
 
 
 @contextmanager
@@ -95,9 +149,10 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
     inputs = check_inputs(model, example_inputs)
     timings: dict[str, float] = {}
     with _timed(timings, "trace"):
-        gm = trace(model, inputs)
+        gm = trace(model, inputs, cfg.frontend)
     with _timed(timings, "analyze"):
-        dg = DependencyGraph.build(gm)
+        dg = DependencyGraph.build(gm, _options(cfg))
+    _check_requests(dg, cfg)
     with _timed(timings, "masks"):
         masks = compute_masks(dg, cfg, select_layers(dg, cfg))
     if dg.unsupported:
@@ -111,10 +166,12 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
         with _timed(timings, "verify"):
             diff = verify(masked, pruned, masks, inputs, cfg.rtol, cfg.atol)
     with _timed(timings, "report"):
-        report = build_report(gm, pruned, dg, masks, new_shapes(masks), pruner=cfg.pruner, frontend="fx")
+        report = build_report(gm, pruned, dg, masks, new_shapes(masks), pruner=cfg.pruner,
+                              frontend=gm.meta["frontend"])
     report.timings, report.max_abs_diff = timings, diff
+    report.notes = _notes(dg, masks, cfg)
     detach_shared(pruned, masked)
-    flags = gm.meta.get("train_flags", {})
+    flags = gm.meta.get("train_flags", {}) if gm.meta["frontend"] == "fx" else {}  # export graphs are eval-only
     _restore_modes(pruned, flags)
     _restore_modes(masked, flags)
     return CompileResult(pruned, masked, masks, report, inputs)

@@ -36,7 +36,13 @@ _TOP_KEYS = {
     "verify": "check masked == pruned on the example inputs (default True)",
     "rtol": "relative tolerance of the check",
     "atol": "absolute tolerance of the check",
+    "frontend": "'auto' (fx, then torch.export where fx fails) | 'fx' | 'export'",
+    "attention": "where a view splits channels into (heads, head_dim): prune 'heads' or 'head_dim'; None (default):"
+                 " heads where the view allows it, without an error where no heads are prunable",
+    "prune_hidden": "also prune the hidden size (residual stream, norms, embeddings); default False",
 }
+_FRONTENDS = ("auto", "fx", "export")
+_ATTENTION = ("heads", "head_dim")
 _RULE_KEYS = {"sparsity", "sparse_ratio", "sparsity_per_layer", "op_types", "op_names", "op_partial_names",
               "exclude", "total_sparsity", "max_sparsity_per_layer"}
 
@@ -78,6 +84,9 @@ class Config:
     verify: bool = True
     rtol: float = 1e-4
     atol: float = 1e-5
+    frontend: str = "auto"
+    attention: str | None = None
+    prune_hidden: bool = False
 
 
 def _suggest(key: str, known: Any) -> str:
@@ -188,4 +197,14 @@ def parse_config(config: Any) -> Config:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"config['{key}'] = {value!r} must be a non-negative number")
             setattr(cfg, key, float(value))
+    for key, allowed in (("frontend", _FRONTENDS), ("attention", (None, *_ATTENTION))):
+        value = config.get(key, getattr(cfg, key))
+        if value not in allowed:
+            raise ConfigError(f"config['{key}'] = {value!r} must be one of {', '.join(map(repr, allowed))}"
+                              f"{_suggest(str(value), [a for a in allowed if a])}")
+        setattr(cfg, key, value)
+    prune_hidden = config.get("prune_hidden", False)
+    if not isinstance(prune_hidden, bool):
+        raise ConfigError(f"config['prune_hidden'] = {prune_hidden!r} must be True or False")
+    cfg.prune_hidden = prune_hidden
     return cfg

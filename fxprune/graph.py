@@ -24,8 +24,10 @@ import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-__all__ = ["Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "tensor_shapes", "spelling",
-           "module_class"]
+__all__ = [
+    "Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "BuildOptions", "tensor_shapes", "spelling",
+    "op_name", "module_class",
+]
 
 
 class Slot(NamedTuple):
@@ -56,15 +58,27 @@ def module_class(module: torch.nn.Module) -> type:
 
 
 def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Any:
-    """The rule-table key of a node: module class, function object or method name."""
+    """The rule-table key of a node: module class, function object, method name or ATen overload."""
     if node.op == "call_module":
         return module_class(gm.get_submodule(node.target))
     return node.target
 
 
+def op_name(target: Any) -> str:
+    """Short name of a call target: `"transpose"` for `Tensor.transpose`, `torch.transpose` and
+    `aten.transpose.int` alike, so one rule reads every spelling of its op the same way."""
+    if isinstance(target, str):
+        return target
+    if isinstance(target, torch._ops.OpOverload):
+        return target._opname
+    return getattr(target, "__name__", str(target))
+
+
 def _spelling_name(key: Any) -> str:
     if isinstance(key, str):
         return f"Tensor.{key}"
+    if isinstance(key, torch._ops.OpOverload):
+        return str(key)
     module = getattr(key, "__module__", "") or ""
     return f"{module}.{getattr(key, '__qualname__', getattr(key, '__name__', key))}".lstrip(".")
 
@@ -83,6 +97,7 @@ class Group:
     frozen: np.ndarray
     has_param: np.ndarray
     reasons: list[str] = field(default_factory=list)
+    roles: set[str] = field(default_factory=set)
 
     @property
     def n_units(self) -> int:
@@ -95,6 +110,20 @@ class Group:
 
     def param_slots(self) -> list[Slot]:
         return [s for s in self.slots if s.tensor.startswith("@")]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Choices the rules read while the graph is built (from the config).
+
+    `split`: when a view splits one dim into (heads, head_dim), channels follow the heads factor
+    (`"heads"`, where the view's sizes can be rewritten) or the innermost one (`"head_dim"`).
+    `prune_hidden`: let norms over the hidden size (LayerNorm, RMSNorm) couple their channels
+    instead of freezing them; the pruned model then normalises over the kept channels only.
+    """
+
+    split: str = "heads"
+    prune_hidden: bool = False
 
 
 class _SlotUnion:
@@ -143,8 +172,7 @@ class NodeView:
         return self.node.name if self.node.name in self.shapes else None
 
     def target_name(self) -> str:
-        t = self.node.target
-        return t if isinstance(t, str) else getattr(t, "__name__", str(t))
+        return op_name(self.node.target)
 
     def arg(self, i: int, name: str | None = None, default: Any = None) -> Any:
         """Positional arg i, or keyword `name`, or `default`."""
@@ -195,6 +223,7 @@ class RuleContext(NodeView):
     def __init__(self, graph: DependencyGraph, node: torch.fx.Node) -> None:
         super().__init__(graph.gm, node, graph.shapes)
         self.g = graph
+        self.options = graph.options
         self.touched: set[Slot] = set()
         self._ins = set(self.inputs())
         self._outs = set(tensor_shapes(node))
@@ -250,6 +279,10 @@ class RuleContext(NodeView):
         dims = range(self.ndim(key)) if dim is None else [dim]
         self.touched.update(self.slot(key, d) for d in dims)
 
+    def role(self, key: str, dim: int, role: str) -> None:
+        """Tag a slot with what it is in a transformer ("heads", "hidden"): for the report and errors."""
+        self.g.roles[self.slot(key, dim)] = role
+
     def is_frozen(self, key: str, dim: int) -> bool:
         """Whether a slot is already known frozen as a whole (decisions for reshapes)."""
         return self.g.slot_union.is_frozen(self.slot(key, dim))
@@ -261,8 +294,9 @@ class DependencyGraph:
     Build with `DependencyGraph.build(gm)`; `gm` must carry shape metadata (see `passes.trace`).
     """
 
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, options: BuildOptions | None = None) -> None:
         self.gm = gm
+        self.options = options or BuildOptions()
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.offsets: dict[Slot, int] = {}
         self.n_elements = 0
@@ -273,6 +307,7 @@ class DependencyGraph:
         self.unsupported: dict[str, list[str]] = {}
         #: input slots that an op contracts (conv/linear/matmul inputs): the mask pass zeroes these
         self.contracted: set[Slot] = set()
+        self.roles: dict[Slot, str] = {}
         self.groups: list[Group] = []
         self.group_of: dict[Slot, int] = {}
 
@@ -304,11 +339,11 @@ class DependencyGraph:
                 self.add_freeze(Slot(key, d), reason, None)
 
     @classmethod
-    def build(cls, gm: torch.fx.GraphModule) -> DependencyGraph:
+    def build(cls, gm: torch.fx.GraphModule, options: BuildOptions | None = None) -> DependencyGraph:
         """Run every node's rule over a shape-annotated GraphModule and form the groups."""
         from .rules import lookup
 
-        g = cls(gm)
+        g = cls(gm, options)
         for node in gm.graph.nodes:
             for key, shape in tensor_shapes(node).items():
                 g.add_tensor(key, shape)
@@ -390,8 +425,9 @@ class DependencyGraph:
             classes = np.unique(labels[np.concatenate(ranges)]) if ranges else np.zeros(0, np.int64)
             slot_class = {s: np.searchsorted(classes, labels[r]) for s, r in zip(slots, ranges)}
             reasons = sorted({r for s in slots for r in reasons_by_slot.get(s, [])})
+            roles = {self.roles[s] for s in slots if s in self.roles}
             self.groups.append(Group(gid, slots, slot_class, frozen_label[classes], param_label[classes],
-                                     reasons))
+                                     reasons, roles))
             for s in slots:
                 self.group_of[s] = gid
 

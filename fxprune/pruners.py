@@ -8,7 +8,7 @@ importance scores into per-group keep vectors (per group, or globally ranked); `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 
 from .config import Config, RuleConfig, parse_config
 from .errors import ConfigError, InputError
-from .graph import DependencyGraph, Group, Slot, module_class
+from .graph import DependencyGraph, Group, Slot, module_class, op_name, spelling
 from .importance import IMPORTANCE
 from .masks import Masks
 from .rules import lookup
@@ -26,34 +26,56 @@ __all__ = [
 ]
 
 #: What op_types=['default'] means: the layers whose output channels fxprune prunes by default.
-DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear")
+DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear",
+                 "Conv1D")  # Conv1D: Hugging Face's transposed linear (GPT-2)
 
 
 @dataclass
 class Layer:
-    """A module with an output-channel parameter dim, as the config sees it."""
+    """A module with an output-channel parameter dim, as the config sees it; `nodes` are its calls."""
 
     name: str
     type_name: str
     slot: Slot
     rule: RuleConfig | None = None
     excluded: bool = False
+    nodes: list[str] = field(default_factory=list)
+
+
+def _module_type(node: torch.fx.Node, owner: str) -> str | None:
+    """Class name of the module `owner` that a torch.export node ran inside, from its nn_module_stack."""
+    for path, cls in node.meta.get("nn_module_stack", {}).values():
+        if path == owner:
+            return (cls if isinstance(cls, str) else cls.__qualname__).rpartition(".")[2]
+    return None
 
 
 def _layers(dg: DependencyGraph) -> list[Layer]:
-    layers, seen = [], set()
+    """Every layer: a call_module with an out_param rule (fx), or a function call (F.linear, aten.conv2d,
+    ...) whose rule has an out_param and whose weight (arg `rule.weight_arg`) is a parameter: the layer
+    is the module that owns the weight, typed by the module the call ran inside (torch.export) or by
+    the function."""
+    layers: dict[str, Layer] = {}
     for node in dg.gm.graph.nodes:
-        if node.op != "call_module" or node.target in seen:
+        rule = lookup(spelling(node, dg.gm)) if node.op in ("call_module", "call_function") else None
+        if rule is None or rule.out_param is None:
             continue
-        module = dg.gm.get_submodule(node.target)
-        cls = module_class(module)
-        rule = lookup(cls)
-        if rule is None or rule.out_param is None or getattr(module, rule.out_param[0], None) is None:
-            continue
-        seen.add(node.target)
         attr, dim = rule.out_param
-        layers.append(Layer(node.target, cls.__name__, Slot(f"@{node.target}.{attr}", dim)))
-    return layers
+        if node.op == "call_module":
+            module = dg.gm.get_submodule(node.target)
+            if getattr(module, attr, None) is None:
+                continue
+            name, type_name, key = node.target, module_class(module).__name__, f"@{node.target}.{attr}"
+        else:
+            weight = node.args[rule.weight_arg] if len(node.args) > rule.weight_arg else None
+            if not isinstance(weight, torch.fx.Node) or weight.op != "get_attr" or f"@{weight.target}" not in dg.shapes:
+                continue
+            name = weight.target.rpartition(".")[0]
+            type_name = _module_type(node, name) or op_name(node.target)
+            key = f"@{weight.target}"
+        layer = layers.setdefault(name, Layer(name, type_name, Slot(key, dim)))
+        layer.nodes.append(node.name)
+    return list(layers.values())
 
 
 def select_layers(dg: DependencyGraph, cfg: Config) -> list[Layer]:
@@ -225,7 +247,7 @@ class _NNIPruner:
         from .compiler import analyze
         from .passes.mask import insert_masks
 
-        gm, dg = analyze(self.model, self.example_inputs)
+        gm, dg = analyze(self.model, self.example_inputs, self.config)
         masks = compute_masks(dg, self.config)
         return insert_masks(gm, masks), masks
 

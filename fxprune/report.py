@@ -62,6 +62,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     max_abs_diff: float = 0.0
     unsupported: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def param_reduction(self) -> float:
@@ -103,6 +104,7 @@ class Report:
         if frozen:
             rows.append(f"{len(frozen)} group(s) with layers kept whole, e.g.:")
             rows += [f"  {', '.join(g.layers[:3])}: {g.reasons[0]}" for g in frozen[:5]]
+        rows += [f"note: {n}" for n in self.notes]
         if self.timings:
             rows.append("time: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
         if self.unsupported:
@@ -140,7 +142,7 @@ def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: 
 
     layers = []
     for layer in _layers(dg):
-        nodes = [n.name for n in dense.graph.nodes if n.op == "call_module" and n.target == layer.name]
+        nodes = layer.nodes
         key, dim = layer.slot
         before_mod, after_mod = dense.get_submodule(layer.name), pruned.get_submodule(layer.name)
         layers.append(LayerStats(

@@ -7,10 +7,15 @@ A row is a `Rule`:
   attributes (`out_channels`, `groups`, ...) and shape constants held in the node's arguments.
 - `macs(c)` (optional) counts multiply-accumulates from the shapes of the traced run.
 - `out_param` names the parameter dimension that holds a layer's output channels (for config
-  selection: `op_types=['Conv2d']` selects the group of `conv.weight` dim 0).
+  selection: `op_types=['Conv2d']` selects the group of `conv.weight` dim 0). For a function spelling
+  (`F.linear`, `aten.addmm`) the weight is positional arg `weight_arg`.
+- `mask(c)` (optional) makes the masked model compute what the pruned one will where zeroing inputs is
+  not enough (a norm or a mean over a pruned dim divides by the channel count): the mask pass calls it
+  and it swaps the node for a masked twin (see `passes.mask.MaskContext`); speedup swaps it back.
 
-Keys: a module class (`nn.Conv2d`), a function (`torch.add`, `F.relu`, `operator.add`), or a
-Tensor method name (`"view"`). Add support for an op with `register_rule(key, rule)`.
+Keys: a module class (`nn.Conv2d`), a function (`torch.add`, `F.relu`, `operator.add`), a
+Tensor method name (`"view"`), or an ATen overload (`torch.ops.aten.linear.default`, as the
+torch.export front end spells ops). Add support for an op with `register_rule(key, rule)`.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ class Rule:
     rewrite: Callable[[Any], None] | None = None
     macs: Callable[[Any], int] | None = None
     out_param: tuple[str, int] | None = None
+    weight_arg: int = 1
+    mask: Callable[[Any], None] | None = None
 
 
 RULES: dict[Any, Rule] = {}
+_aten = torch.ops.aten
 
 
 def register_rule(keys: Any | Iterable[Any], rule: Rule | Callable[[Any], None]) -> None:
@@ -125,8 +133,8 @@ def _per_channel_params(*names: str) -> Callable[[Any], None]:
         ch = 1 if c.ndim(x) > 1 else 0
         c.link((x, ch), (c.out, ch))
         c.link((x, 0), (c.out, 0))
-        for n in names:
-            p = c.param(n)
+        params = [c.param(n) for n in names] if c.module is not None else c.inputs()[1:]
+        for p in params:
             if p is not None and c.shape(p)[0] == c.shape(x)[ch]:
                 c.link((x, ch), (p, 0))
 
@@ -156,14 +164,21 @@ def _group_link(c: Any, full: str, w_full: tuple[str, int], part: str, w_part: t
     c.link((part, 0), (full, 0))
 
 
+def _groups_index(c: Any) -> int:
+    """Position of `groups` in a functional conv's args (F.conv*, F.conv_transpose*, aten.conv*: 6)."""
+    return 8 if c.node.target is _aten.convolution.default else 6
+
+
 def _conv_operands(c: Any) -> tuple[str, str, str | None, int, bool]:
     if c.module is not None:
         m = c.module
         return c.inputs()[0], c.param("weight"), c.param("bias"), m.groups, bool(getattr(m, "transposed", False))
     x, w, b = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "weight")), c.tensor(c.arg(2, "bias"))
-    transposed = c.node.target in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
-    groups = c.arg(7 if transposed else 6, "groups", 1)
-    return x, w, b, groups, transposed
+    if c.node.target is _aten.convolution.default:
+        transposed = bool(c.arg(6))
+    else:
+        transposed = c.target_name().startswith("conv_transpose")
+    return x, w, b, c.arg(_groups_index(c), "groups", 1), transposed
 
 
 def conv(c: Any) -> None:
@@ -187,7 +202,7 @@ def _rewrite_conv(c: Any) -> None:
     if c.module is not None:
         c.module.in_channels, c.module.out_channels, c.module.groups = n_in, n_out, groups
     else:
-        c.set_arg(7 if transposed else 6, "groups", groups)
+        c.set_arg(_groups_index(c), "groups", groups)
 
 
 def _conv_macs(c: Any) -> int:
@@ -283,12 +298,211 @@ def _rewrite_prelu(c: Any) -> None:
     c.module.num_parameters = c.module.weight.shape[0]
 
 
-def layer_norm_module(c: Any) -> None:
-    """LayerNorm mixes its normalised (trailing) dims; leading dims pass through."""
-    x = c.inputs()[0]
-    k = len(c.module.normalized_shape)
-    for d in range(c.ndim(x) - k):
+HIDDEN_REASON = "hidden size: set prune_hidden=True to prune it"
+
+
+def _norm_operands(c: Any) -> tuple[str, int, list[str]]:
+    """(input, number of normalised trailing dims, [weight, bias]) of LayerNorm / RMSNorm, any spelling."""
+    if c.module is not None:
+        shape = c.module.normalized_shape
+        params = [c.param("weight"), c.param("bias")]
+    else:
+        shape = c.arg(1, "normalized_shape")
+        params = [c.tensor(c.arg(2, "weight")), c.tensor(c.arg(3, "bias"))]
+    return c.inputs()[0], len(shape) if isinstance(shape, (list, tuple)) else 1, [p for p in params if p]
+
+
+def layer_norm(c: Any) -> None:
+    """LayerNorm/RMSNorm mix their normalised (trailing) dims; leading dims pass through.
+
+    Over one normalised dim with `prune_hidden`, its channels are coupled with the weight and bias:
+    the masked model normalises over the kept channels only (see `mask_norm`), as the pruned one does.
+    Otherwise that dim is frozen as the hidden size.
+    """
+    x, k, params = _norm_operands(c)
+    n = c.ndim(x)
+    for d in range(n - k):
         c.link((x, d), (c.out, d))
+    c.role(x, -1, "hidden")
+    if k == 1 and c.options.prune_hidden:
+        c.link((x, -1), (c.out, -1))
+        for p in params:
+            c.link((p, 0), (c.out, -1))
+        return
+    for d in range(n - k, n):
+        c.freeze(x, d, HIDDEN_REASON if k == 1 else "normalised over several dims")
+        c.freeze(c.out, d, HIDDEN_REASON if k == 1 else "normalised over several dims")
+    for p in params:
+        c.touch(p)
+
+
+def masked_layer_norm(x: torch.Tensor, normalized_shape: Any, weight: torch.Tensor | None = None,
+                      bias: torch.Tensor | None = None, eps: float = 1e-5, *_: Any, keep: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last dim with statistics over the channels where `keep` is 1 (others give 0)."""
+    n = keep.sum()
+    mean = (x * keep).sum(-1, keepdim=True) / n
+    var = ((x - mean) * keep).pow(2).sum(-1, keepdim=True) / n
+    y = (x - mean) * torch.rsqrt(var + eps)
+    y = y * weight if weight is not None else y
+    return (y + bias if bias is not None else y) * keep
+
+
+def masked_rms_norm(x: torch.Tensor, normalized_shape: Any, weight: torch.Tensor | None = None,
+                    eps: float | None = None, *, keep: torch.Tensor) -> torch.Tensor:
+    """RMSNorm over the last dim with the mean square over the channels where `keep` is 1."""
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x * torch.rsqrt((x * keep).pow(2).sum(-1, keepdim=True) / keep.sum() + eps)
+    return (y * weight if weight is not None else y) * keep
+
+
+def masked_mean(x: torch.Tensor, dim: Any, keepdim: bool = False, *_: Any, keep: torch.Tensor, **__: Any
+                ) -> torch.Tensor:
+    """Mean over `dim` counting only the elements where `keep` (broadcast to x) is 1."""
+    keep = keep.expand_as(x)
+    return (x * keep).sum(dim, keepdim=keepdim) / keep.sum(dim, keepdim=keepdim)
+
+
+def _mask_norm(c: Any) -> None:
+    x = _norm_operands(c)[0]
+    keep = c.keep_buffer(x, -1)
+    if keep is None:
+        return
+    rms = (type(c.module).__name__ if c.module is not None else c.target_name()) in ("rms_norm", "RMSNorm")
+    if c.module is not None:  # the module call becomes its function, reading the module's parameters
+        m = c.module
+        w, b = (c.get_attr(f"{c.node.target}.{n}") if getattr(m, n, None) is not None else None
+                for n in ("weight", "bias"))
+        src, shape = c.node.args[0], tuple(m.normalized_shape)
+        args = (src, shape, w, m.eps) if rms else (src, shape, w, b, m.eps)
+        c.swap(masked_rms_norm if rms else masked_layer_norm, F.rms_norm if rms else F.layer_norm, args, keep)
+    else:
+        c.swap(masked_rms_norm if rms else masked_layer_norm, c.node.target, c.node.args, keep)
+
+
+def _mask_mean(c: Any) -> None:
+    if c.target_name() != "mean":
+        return
+    x = c.inputs()[0]
+    n = c.ndim(x)
+    dims = c.arg(1, "dim")
+    for d in (dims if isinstance(dims, (list, tuple)) else [dims]):
+        keep = c.keep_buffer(x, d % n)
+        if keep is not None:
+            c.swap(masked_mean, c.node.target, c.node.args, keep)
+            return
+
+
+def _rewrite_layer_norm(c: Any) -> None:
+    new = c.new_shape(c.out)[-1]
+    if c.module is not None:
+        c.module.normalized_shape = (*c.module.normalized_shape[:-1], new)
+    else:
+        shape = c.arg(1, "normalized_shape")
+        c.set_arg(1, "normalized_shape", [*shape[:-1], new])
+
+
+def embedding(c: Any) -> None:
+    """Embedding lookup: the table's dim 1 is the output's last dim; the vocabulary (dim 0) stays."""
+    if c.module is not None:
+        idx, w = c.inputs()[0], c.param("weight")
+    elif c.node.target is F.embedding:
+        idx, w = c.tensor(c.arg(0, "input")), c.tensor(c.arg(1, "weight"))
+    else:
+        w, idx = c.tensor(c.arg(0, "weight")), c.tensor(c.arg(1, "indices"))
+    c.link((w, 1), (c.out, -1))
+    c.role(w, 1, "hidden")
+    c.freeze(w, 0, "vocabulary of an embedding table")
+    for d in range(c.ndim(idx)):
+        c.link((idx, d), (c.out, d))
+
+
+def _rewrite_embedding(c: Any) -> None:
+    if c.module is not None:
+        c.module.embedding_dim = c.module.weight.shape[1]
+
+
+def _sdpa_operands(c: Any) -> tuple[str, str, str, str | None]:
+    return (c.tensor(c.arg(0, "query")), c.tensor(c.arg(1, "key")), c.tensor(c.arg(2, "value")),
+            c.tensor(c.arg(3, "attn_mask")))
+
+
+def sdpa(c: Any) -> None:
+    """scaled_dot_product_attention: q and k share head_dim, v and the output share theirs, heads are
+    shared (grouped-query: kv head j serves q heads j*rep .. j*rep+rep-1), the mask broadcasts."""
+    q, k, v, mask = _sdpa_operands(c)
+    c.link((q, -1), (k, -1))
+    c.link((v, -1), (c.out, -1))
+    c.link((q, -2), (c.out, -2))
+    c.link((k, -2), (v, -2))
+    for d in range(c.ndim(q) - 2):
+        c.link((q, d), (c.out, d))
+        c.link((k, d), (v, d))
+        n_q, n_k = c.shape(q)[d], c.shape(k)[d]
+        c.link((k, d), (q, d), np.arange(n_q) // (n_q // n_k))
+    c.role(q, -1, "head_dim")
+    if c.ndim(q) >= 3:
+        c.role(q, -3, "heads")
+    if mask is not None:
+        shift = c.ndim(c.out) - c.ndim(mask)
+        for d, size in enumerate(c.shape(mask)):
+            if size == c.shape(c.out)[d + shift] and d + shift < c.ndim(c.out) - 1:
+                c.link((mask, d), (c.out, d + shift))
+            elif size == c.shape(k)[-2] and d + shift == c.ndim(c.out) - 1:
+                c.link((mask, d), (k, -2))
+            else:
+                c.touch(mask, d)
+
+
+def _rewrite_sdpa(c: Any) -> None:
+    q = _sdpa_operands(c)[0]
+    if c.arg(6, "scale") is None and c.new_shape(q)[-1] != c.old_shape(q)[-1]:
+        c.set_arg(6, "scale", 1 / math.sqrt(c.old_shape(q)[-1]))  # the dense head_dim's scale
+
+
+def _sdpa_macs(c: Any) -> int:
+    q, k, v, _ = _sdpa_operands(c)
+    return math.prod(c.shape(q)[:-1]) * c.shape(k)[-2] * (c.shape(q)[-1] + c.shape(v)[-1])
+
+
+def slice_tensor(c: Any) -> None:
+    """aten.slice(x, dim, start, end, step): a window of dim; other dims pass through."""
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim", 0) % c.ndim(x)
+    start, stop, step = slice(c.arg(2, "start"), c.arg(3, "end"), c.arg(4, "step", 1)).indices(c.shape(x)[dim])
+    if step != 1:
+        raise ValueError("strided slice")
+    c.link((x, dim), (c.out, dim), start + np.arange(max(stop - start, 0)))
+    c.same(x, c.out, (d for d in range(c.ndim(x)) if d != dim))
+
+
+def _rewrite_slice(c: Any) -> None:
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim", 0) % len(c.old_shape(x))
+    kept = c.kept(x, dim)
+    if kept is None:
+        return
+    start, stop, _ = slice(c.arg(2, "start"), c.arg(3, "end")).indices(c.old_shape(x)[dim])
+    c.set_arg(2, "start", int((kept < start).sum()))
+    c.set_arg(3, "end", int((kept < stop).sum()))
+
+
+def select(c: Any) -> None:
+    """aten.select(x, dim, index): that element of dim must stay; the other dims pass through."""
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim") % c.ndim(x)
+    index = c.arg(2, "index") % c.shape(x)[dim]
+    c.freeze(x, dim, "indexed by an integer", np.array([index]))
+    for d in range(c.ndim(x)):
+        if d != dim:
+            c.link((x, d), (c.out, d - (d > dim)))
+
+
+def _rewrite_select(c: Any) -> None:
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim") % len(c.old_shape(x))
+    kept = c.kept(x, dim)
+    if kept is not None:
+        c.set_arg(2, "index", int((kept < c.arg(2, "index") % c.old_shape(x)[dim]).sum()))
 
 
 def cat(c: Any) -> None:
@@ -347,6 +561,9 @@ def getitem(c: Any) -> None:
         if item in c.g.shapes and c.out is not None:
             c.same(item, c.out)
         return
+    if c.tensor(index) is not None:
+        _gather_rows(c, key, c.tensor(index))
+        return
     for in_dim, out_dim, idx in _index_plan(c.shape(key), index):
         if out_dim is None:  # an int index picks one channel: that channel must stay
             c.freeze(key, in_dim, "indexed by an integer", np.array([idx % c.shape(key)[in_dim]]))
@@ -355,6 +572,25 @@ def getitem(c: Any) -> None:
             if step != 1:
                 raise ValueError("strided slice")
             c.link((key, in_dim), (c.out, out_dim), start + np.arange(max(stop - start, 0)))
+
+
+def _gather_rows(c: Any, key: str, index: str) -> None:
+    """x[idx] with one integer tensor: rows of dim 0 are picked (dim 0 stays), the other dims pass through
+    (a relative-position bias table indexed by a buffer keeps its heads dim prunable)."""
+    c.freeze(key, 0, "rows picked by an index tensor")
+    c.touch(index)
+    shift = c.ndim(index) - 1
+    for d in range(1, c.ndim(key)):
+        c.link((key, d), (c.out, d + shift))
+
+
+def index_tensor(c: Any) -> None:
+    """aten.index.Tensor(x, [idx]): one index tensor on dim 0, as `x[idx]`; anything else is opaque."""
+    indices = c.arg(1, "indices")
+    if len(indices) == 1 and c.tensor(indices[0]) is not None:
+        _gather_rows(c, c.inputs()[0], c.tensor(indices[0]))
+    else:
+        opaque(c)
 
 
 def _index_plan(shape: tuple[int, ...], index: Any) -> list[tuple[int, int | None, Any]]:
@@ -386,7 +622,7 @@ def _index_plan(shape: tuple[int, ...], index: Any) -> list[tuple[int, int | Non
 def _rewrite_getitem(c: Any) -> None:
     src, index = c.node.args
     key = c.tensor(src)
-    if key is None:
+    if key is None or c.tensor(index) is not None:
         return
     items = list(index) if isinstance(index, tuple) else [index]
     plan = _index_plan(c.old_shape(key), index)
@@ -430,13 +666,40 @@ def _shape_chunks(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int
     return chunks if i == len(ia) and j == len(ib) else None
 
 
+def _size_args(c: Any) -> list[Any] | None:
+    """The size arguments of view/reshape/expand, one per output dim (ints, -1 or Nodes), else None."""
+    args = c.node.args
+    if c.node.op == "call_method" and c.target_name() in ("view", "reshape", "expand"):
+        sizes = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+    elif c.node.op == "call_function" and c.target_name() in ("view", "reshape", "_unsafe_view", "expand"):
+        sizes = c.arg(1, "shape", c.arg(1, "size"))
+    else:
+        return None
+    return list(sizes) if isinstance(sizes, (list, tuple)) else None
+
+
+def _split_carrier(c: Any, db: list[int]) -> int:
+    """Which factor of a split dim carries the channels: the heads factor (db[-2]) when the config says
+    heads and the view's sizes for it and for head_dim are constants the speedup pass can rewrite (or
+    -1); else the innermost factor (head_dim; the channel shuffle, whose sizes are computed at run time)."""
+    if c.options.split != "heads" or len(db) < 2:
+        return db[-1]
+    sizes = _size_args(c)
+    if sizes is None or len(sizes) != len(c.shape(c.out)):
+        return db[-1]
+    outer, inner = sizes[db[-2]], sizes[db[-1]]
+    return db[-2] if isinstance(outer, int) and isinstance(inner, int) else db[-1]
+
+
 def reshape(c: Any) -> None:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze, from the traced in/out shapes.
 
-    Dims that map 1:1 are shared. When one dim splits into several (C -> G x C/G), its channels
-    follow the innermost factor, uniformly across the outer ones (the channel-shuffle pattern).
-    When several dims merge into one (C x H x W -> CHW), the merged channels follow the innermost
-    factor that is still free (C for a flatten after a conv). Anything else is frozen.
+    Dims that map 1:1 are shared. When one dim splits into several (C -> heads x head_dim), its
+    channels follow one factor, uniformly across the others: the heads factor where the config asks
+    for heads and the view's sizes allow it (see `_split_carrier`), else the innermost factor (head_dim,
+    the channel-shuffle pattern). When several dims merge into one (C x H x W -> CHW), the merged
+    channels follow the innermost factor that is still free (C for a flatten after a conv, heads
+    after attention). Anything else is frozen.
     """
     x = c.inputs()[0]
     a, b = c.shape(x), c.shape(c.out)
@@ -453,8 +716,10 @@ def reshape(c: Any) -> None:
         if len(da) == 1 and len(db) == 1:
             c.link((x, da[0]), (c.out, db[0]))
         elif len(da) == 1:
-            inner = db[-1]
-            c.link((c.out, inner), (x, da[0]), np.arange(a[da[0]]) % b[inner])
+            j = _split_carrier(c, db)
+            stride = math.prod(b[d] for d in db if d > j)
+            c.link((c.out, j), (x, da[0]), (np.arange(a[da[0]]) // stride) % b[j])
+            c.role(c.out, j, "heads" if j != db[-1] else "head_dim")
         elif len(db) == 1:
             free = [d for d in da if not c.is_frozen(x, d)]
             if free:
@@ -464,19 +729,31 @@ def reshape(c: Any) -> None:
 
 
 def _rewrite_reshape(c: Any) -> None:
-    """Replace stale int sizes in view/reshape/expand arguments by the pruned sizes."""
+    """Replace stale sizes in view/reshape/expand arguments by the pruned sizes: an int constant becomes
+    the new size; a size computed at run time (a Node) whose dim shrank becomes -1 (inferred)."""
     new, old = c.new_shape(c.out), c.old_shape(c.out)
     if new == old:
         return
+    sizes = _size_args(c)
+    if sizes is None or len(sizes) != len(new):
+        raise ValueError(f"cannot map the size arguments onto a rank-{len(new)} result")
+    fixed = []
+    for s, n, o in zip(sizes, new, old):
+        if isinstance(s, int) and s == o:
+            fixed.append(n)
+        elif isinstance(s, torch.fx.Node) and n != o:
+            fixed.append(-1)
+        else:
+            fixed.append(s)
+    if fixed.count(-1) > 1 and c.target_name() != "expand":
+        raise ValueError(f"sizes {sizes} -> {fixed}: more than one size is computed at run time and changes; "
+                         "write the view with one -1 or with constants")
     args = list(c.node.args)
-    packed = len(args) == 2 and isinstance(args[1], (list, tuple))
-    sizes = list(args[1]) if packed else args[1:]
-    if c.node.op == "call_function" and c.node.target is torch.reshape:
-        packed, sizes = True, list(args[1])
-    if len(sizes) != len(new):
-        raise ValueError(f"cannot map {len(sizes)} size arguments onto a rank-{len(new)} result")
-    sizes = [n if isinstance(s, int) and s != -1 and s == o else s for s, n, o in zip(sizes, new, old)]
-    c.node.args = (args[0], tuple(sizes)) if packed else (args[0], *sizes)
+    if c.node.op == "call_method" and not (len(args) == 2 and isinstance(args[1], (list, tuple))):
+        c.node.args = (args[0], *fixed)
+    else:
+        c.set_arg(1, "shape" if c.target_name() != "expand" else "size", type(args[1])(fixed)
+                  if len(args) > 1 and isinstance(args[1], (list, tuple)) else fixed)
 
 
 def _rewrite_unflatten(c: Any) -> None:
@@ -514,9 +791,12 @@ def reduce_dims(c: Any) -> None:
         return
     dims = {d % n for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
     keepdim = c.arg(2, "keepdim", False)
+    averages = c.target_name() in ("mean", "sum") and c.options.prune_hidden
     out_d = 0
     for d in range(n):
         if d in dims:
+            if averages:  # zeroed channels add nothing to a sum; a mean is made to count kept ones (mask_mean)
+                c.touch(x, d)
             out_d += 1 if keepdim else 0
             continue
         c.link((x, d), (c.out, out_d))
@@ -542,6 +822,40 @@ def first_input(c: Any) -> None:
     c.same(ins[0], c.out)
     for other in ins[1:]:
         c.touch(other)
+
+
+def addmm(c: Any) -> None:
+    """addmm(bias, x, w) = bias + x @ w (Hugging Face Conv1D: w is (in, out))."""
+    bias, x, w = c.tensor(c.arg(0)), c.tensor(c.arg(1)), c.tensor(c.arg(2))
+    c.link((x, 1), (w, 0))
+    c.link((w, 1), (c.out, 1))
+    c.link((x, 0), (c.out, 0))
+    if bias is not None:
+        c.broadcast(c.out, [bias])
+
+
+def _addmm_macs(c: Any) -> int:
+    return math.prod(c.shape(c.out)) * c.shape(c.tensor(c.arg(1)))[1]
+
+
+def created(c: Any) -> None:
+    """A new tensor from sizes or scalars (arange, zeros, full): no channels flow into it."""
+
+
+def opaque(c: Any) -> None:
+    """The op moves elements across positions in ways no coupling describes (gather, index, diff)."""
+    for key in c.inputs() + ([c.out] if c.out else []):
+        for d in range(c.ndim(key)):
+            c.freeze(key, d, f"{c.target_name()} reads elements by index")
+
+
+def _roll_dims(c: Any) -> Iterable[int]:
+    dims = c.arg(2, "dims", ())
+    return dims if isinstance(dims, (list, tuple)) else [dims]
+
+
+def _cumsum_dim(c: Any) -> Iterable[int]:
+    return [c.arg(1, "dim")]
 
 
 def pad(c: Any) -> None:
@@ -573,7 +887,6 @@ register_rule([torch.matmul, operator.matmul, torch.bmm, "matmul", "bmm"], Rule(
 register_rule([nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d], _num_features)
 register_rule(nn.GroupNorm, Rule(group_norm, rewrite=_rewrite_group_norm, out_param=("weight", 0)))
-register_rule(nn.LayerNorm, Rule(layer_norm_module))
 register_rule(nn.PReLU, Rule(prelu, rewrite=_rewrite_prelu))
 
 ELEMENTWISE: list[Any] = [
@@ -627,4 +940,79 @@ register_rule([nn.Unflatten, "unflatten", torch.unflatten], Rule(reshape, rewrit
 register_rule([torch.permute, "permute", torch.transpose, "transpose", torch.swapaxes, "swapaxes",
                "swapdims", "t", torch.t], Rule(permute))
 register_rule(["expand", "expand_as"], Rule(expand, rewrite=_rewrite_reshape))
-register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"], Rule(reduce_dims))
+register_rule([torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin"],
+              Rule(reduce_dims, mask=_mask_mean))
+
+# ---------------------------------------------------------------------------------------------
+# ATen spellings (the torch.export front end): the same couplings, keyed by overload
+# ---------------------------------------------------------------------------------------------
+
+register_rule([_aten.conv1d.default, _aten.conv2d.default, _aten.conv3d.default, _aten.convolution.default], _conv)
+register_rule([_aten.conv_transpose1d.default, _aten.conv_transpose2d.input, _aten.conv_transpose3d.input], _conv_t)
+register_rule(_aten.linear.default, Rule(linear, macs=_linear_macs, out_param=("weight", 0)))
+register_rule(_aten.addmm.default, Rule(addmm, macs=_addmm_macs, out_param=("weight", 1), weight_arg=2))
+register_rule([_aten.arange.default, _aten.arange.start, _aten.arange.start_step, _aten.zeros.default,
+               _aten.ones.default, _aten.full.default, _aten.empty.memory_format, _aten.scalar_tensor.default,
+               _aten.new_ones.default, _aten.new_zeros.default, _aten.new_full.default, _aten.new_empty.default],
+              Rule(created))
+register_rule(_aten.index.Tensor, Rule(index_tensor))
+register_rule([_aten.gather.default, _aten.diff.default, _aten.repeat.default, torch.gather,
+               "gather", "repeat", torch.ops.higher_order.wrap_with_set_grad_enabled], Rule(opaque))
+register_rule([_aten.pad.default, _aten.constant_pad_nd.default], Rule(pad))
+register_rule([_aten.roll.default, torch.roll, "roll"], Rule(along_dims(_all_but(_roll_dims))))
+register_rule([_aten.cumsum.default, torch.cumsum, "cumsum"], Rule(along_dims(_all_but(_cumsum_dim))))
+register_rule([_aten.zeros_like.default, _aten.ones_like.default, _aten.full_like.default, _aten._to_copy.default,
+               _aten.lift_fresh_copy.default], Rule(first_input))
+register_rule([_aten.matmul.default, _aten.bmm.default, _aten.mm.default], Rule(matmul, macs=_matmul_macs))
+register_rule([F.batch_norm, _aten.batch_norm.default, F.instance_norm, _aten.instance_norm.default],
+              Rule(_per_channel_params()))
+register_rule([_aten.relu.default, _aten.relu_.default, _aten.gelu.default, _aten.silu.default, _aten.silu_.default,
+               _aten.sigmoid.default, _aten.tanh.default, _aten.hardtanh.default, _aten.hardtanh_.default,
+               _aten.hardswish.default, _aten.hardswish_.default, _aten.hardsigmoid.default, _aten.elu.default,
+               _aten.leaky_relu.default, _aten.dropout.default, _aten.exp.default, _aten.neg.default,
+               _aten.abs.default, _aten.sqrt.default, _aten.rsqrt.default, _aten.erf.default, _aten.sin.default,
+               _aten.cos.default, _aten.pow.Tensor_Scalar, _aten.pow.Tensor_Tensor, _aten.clamp.default,
+               _aten.add.Tensor, _aten.add_.Tensor, _aten.sub.Tensor, _aten.sub_.Tensor, _aten.mul.Tensor,
+               _aten.mul_.Tensor, _aten.div.Tensor, _aten.div_.Tensor, _aten.maximum.default,
+               _aten.minimum.default, _aten.where.self, _aten.masked_fill.Scalar, _aten.square.default,
+               _aten.where.ScalarOther, _aten.where.ScalarSelf, _aten.masked_fill.Tensor, _aten.mul.Scalar,
+               _aten.add.Scalar, _aten.sub.Scalar, _aten.div.Scalar, _aten.ge.Scalar, _aten.gt.Scalar,
+               _aten.lt.Scalar, _aten.le.Scalar, _aten.eq.Scalar, _aten.ne.Scalar, _aten.ge.Tensor, _aten.gt.Tensor,
+               _aten.lt.Tensor, _aten.le.Tensor, _aten.eq.Tensor, _aten.ne.Tensor, _aten.logical_not.default,
+               _aten.logical_and.default, _aten.logical_or.default, _aten.bitwise_not.default,
+               _aten.bitwise_and.Tensor, _aten.bitwise_or.Tensor, _aten.__and__.Tensor, _aten.__or__.Tensor],
+              _elementwise)
+register_rule([_aten.contiguous.default, _aten.clone.default, _aten.to.dtype, _aten.to.dtype_layout,
+               _aten.to.device, _aten.type_as.default, _aten.detach.default, _aten.alias.default],
+              Rule(first_input))
+register_rule([_aten.sym_size.int, _aten._assert_tensor_metadata.default], Rule(metadata))
+register_rule([_aten.max_pool1d.default, _aten.max_pool2d.default, _aten.max_pool3d.default,
+               _aten.avg_pool1d.default, _aten.avg_pool2d.default, _aten.avg_pool3d.default,
+               _aten.adaptive_avg_pool1d.default, _aten.adaptive_avg_pool2d.default,
+               _aten.adaptive_avg_pool3d.default, _aten.upsample_nearest2d.vec, _aten.upsample_bilinear2d.vec],
+              _pool)
+register_rule([_aten.softmax.int, _aten._softmax.default, _aten.log_softmax.int],
+              Rule(along_dims(_all_but(_softmax_dim))))
+register_rule(_aten.cat.default, Rule(cat))
+register_rule([_aten.split.Tensor, _aten.split_with_sizes.default, _aten.chunk.default],
+              Rule(split, rewrite=_rewrite_split))
+register_rule([_aten.view.default, _aten.reshape.default, _aten._unsafe_view.default], _reshape)
+register_rule([_aten.flatten.using_ints, _aten.squeeze.dim, _aten.squeeze.dims, _aten.squeeze.default,
+               _aten.unsqueeze.default], Rule(reshape))
+register_rule(_aten.unflatten.int, Rule(reshape, rewrite=_rewrite_unflatten))
+register_rule([_aten.permute.default, _aten.transpose.int, _aten.t.default], Rule(permute))
+register_rule(_aten.expand.default, Rule(expand, rewrite=_rewrite_reshape))
+register_rule([_aten.mean.dim, _aten.sum.dim_IntList, _aten.amax.default, _aten.amin.default],
+              Rule(reduce_dims, mask=_mask_mean))
+register_rule(_aten.slice.Tensor, Rule(slice_tensor, rewrite=_rewrite_slice))
+register_rule(_aten.select.int, Rule(select, rewrite=_rewrite_select))
+
+# ---------------------------------------------------------------------------------------------
+# Transformers: norms over the hidden size, embeddings, attention (every spelling)
+# ---------------------------------------------------------------------------------------------
+
+register_rule([nn.LayerNorm, F.layer_norm, _aten.layer_norm.default, nn.RMSNorm, F.rms_norm, _aten.rms_norm.default],
+              Rule(layer_norm, rewrite=_rewrite_layer_norm, mask=_mask_norm))
+register_rule([nn.Embedding, F.embedding, _aten.embedding.default], Rule(embedding, rewrite=_rewrite_embedding))
+register_rule([F.scaled_dot_product_attention, _aten.scaled_dot_product_attention.default],
+              Rule(sdpa, rewrite=_rewrite_sdpa, macs=_sdpa_macs))

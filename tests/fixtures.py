@@ -10,7 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "ATTENTION_MODELS",
     "BAD_MODELS",
+    "GQAttention",
+    "MHAEncoder",
+    "SDPAEncoder",
+    "swin_tiny",
+    "vit_tiny",
     "FAMILY",
     "RULE_CASES",
     "channel_shuffle",
@@ -1492,4 +1498,170 @@ class UnknownCustomOp(nn.Module):
 BAD_MODELS: dict[str, tuple[Factory, tuple[int, ...]]] = {
     "data_dependent_control_flow": (DataDependentControlFlow, (2, 3, 16, 16)),
     "unknown_custom_op": (UnknownCustomOp, (2, 3, 16, 16)),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Transformers written here: hard-coded head counts in forward, SDPA, GQA, nn.MultiheadAttention
+# --------------------------------------------------------------------------------------------------
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm ViT block with the head count and head size hard-coded in forward (timm's qkv layout)."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q @ k.transpose(-2, -1)) * 8**-0.5
+        y = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, 32)
+        x = x + self.proj(y)
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ViTTiny(nn.Module):
+    """Patch embedding (conv), class token, position embedding, two ViTBlocks, classifier on the class token."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 32, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 32) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 17, 32) * 0.02)
+        self.blocks = nn.Sequential(ViTBlock(), ViTBlock())
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def vit_tiny() -> ViTTiny:
+    """ViTTiny on 16x16 images (4x4 patches, 16 tokens + class token), 4 heads of 8."""
+    return ViTTiny()
+
+
+class WindowAttention(nn.Module):
+    """Swin-style window attention: windows of 4x4 tokens cut with hard-coded view/permute sizes, 2 heads
+    hard-coded in forward, a relative position bias table indexed by a buffer."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, window: int = 4) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.table = nn.Parameter(torch.randn((2 * window - 1) ** 2, heads) * 0.02)
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape  # channels-last feature map, h and w multiples of 4
+        win = self.norm(x).view(b, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, c)
+        qkv = self.qkv(win).reshape(-1, 16, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        bias = self.table[self.index.view(-1)].view(16, 16, 2).permute(2, 0, 1)
+        attn = ((q * 8**-0.5) @ k.transpose(-2, -1) + bias.unsqueeze(0)).softmax(-1)
+        y = self.proj((attn @ v).transpose(1, 2).reshape(-1, 16, 16))
+        y = y.view(b, h // 4, w // 4, 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        x = x + y
+        return x + self.fc2(F.gelu(self.fc1(x)))
+
+
+class SwinTiny(nn.Module):
+    """Patch embedding -> channels-last -> one window-attention block -> pooled classifier."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 2, stride=2)
+        self.block = WindowAttention()
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.patch(x).permute(0, 2, 3, 1)).mean((1, 2)))
+
+
+def swin_tiny() -> SwinTiny:
+    """SwinTiny on 16x16 images (8x8 tokens, four 4x4 windows), 2 heads of 8."""
+    return SwinTiny()
+
+
+class SDPAEncoder(nn.Module):
+    """Token embedding, one encoder layer with separate q/k/v, view into 4 heads (-1) and
+    F.scaled_dot_product_attention, an FFN, and a classifier on the mean token."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+        self.heads = heads
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, n, _ = x.shape
+        h = self.norm1(x)
+        q, k, v = (p(h).view(b, n, self.heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        x = x + self.o(y)
+        x = x + self.fc2(F.relu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+class GQAttention(nn.Module):
+    """Grouped-query attention: 4 query heads share 2 key/value heads (repeat by expand + reshape, as
+    Llama's repeat_kv), explicit softmax attention, RMSNorm, and a gated FFN."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.norm = nn.RMSNorm(dim)
+        self.q, self.k, self.v = nn.Linear(dim, 32, bias=False), nn.Linear(dim, 16), nn.Linear(dim, 16)
+        self.o = nn.Linear(32, dim)
+        self.gate, self.up, self.down = nn.Linear(dim, 64), nn.Linear(dim, 64), nn.Linear(64, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, n, _ = x.shape
+        h = self.norm(x)
+        q = self.q(h).view(b, n, 4, 8).transpose(1, 2)
+        k = self.k(h).view(b, n, 2, 8).transpose(1, 2)
+        v = self.v(h).view(b, n, 2, 8).transpose(1, 2)
+        k = k[:, :, None].expand(b, 2, 2, n, 8).reshape(b, 4, n, 8)
+        v = v[:, :, None].expand(b, 2, 2, n, 8).reshape(b, 4, n, 8)
+        attn = (q @ k.transpose(-2, -1) / 8**0.5).softmax(-1)
+        x = x + self.o((attn @ v).transpose(1, 2).reshape(b, n, 32))
+        x = x + self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.head(x.mean(1))
+
+
+class MHAEncoder(nn.Module):
+    """nn.MultiheadAttention (an opaque module to fx) followed by an FFN and a classifier."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.fc1, self.fc2 = nn.Linear(dim, 64), nn.Linear(64, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x, x, x, need_weights=False)[0]
+        return self.head((x + self.fc2(F.relu(self.fc1(x)))).mean(1))
+
+
+ATTENTION_MODELS: dict[str, tuple[Factory, tuple[int, ...]]] = {
+    "vit_tiny": (vit_tiny, (2, 3, 16, 16)),
+    "swin_tiny": (swin_tiny, (2, 3, 16, 16)),
 }

@@ -153,6 +153,8 @@ def test_a_wrong_rule_is_caught_by_verify_and_names_the_node():
         def __init__(self):
             super().__init__()
             self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+            with torch.no_grad():  # filter norms grow with the index: L1 keeps 4..7, not a flip-symmetric set
+                self.a.weight.mul_(0).add_(torch.arange(1.0, 9.0).view(8, 1, 1, 1))
 
         def forward(self, x):
             return self.b(torch.flip(self.a(x), [1]))

@@ -7,18 +7,25 @@ Post: the same GraphModule (modified in place and returned) where every tensor w
       pruned dim); every user of the node reads the masked value. Elsewhere a removed channel only
       ever reaches other removed channels (that is what the rules guarantee), so it needs no mask.
       Unstructured weight masks become a parametrization (weight = original * mask). Mask nodes carry
-      `meta["fxprune_mask"] = True`, and the speedup pass removes them again.
+      `meta["fxprune_mask"] = True`, and the speedup pass removes them again. Ops whose rule has a
+      `mask` hook (norms and means over a pruned dim) are swapped for a masked twin that takes the keep
+      vector as `keep=` and computes over kept channels only (`meta["fxprune_unmasked"]` holds the op to
+      swap back to); the pruned model computes exactly that.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
+from ..graph import NodeView, spelling
 from ..masks import Masks
+from ..rules import lookup
 
-__all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask"]
+__all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext"]
 
 MASK_PREFIX = "fxprune_mask_"
 
@@ -37,14 +44,68 @@ class WeightMask(torch.nn.Module):
 def is_mask_node(node: torch.fx.Node) -> bool:
     """Whether a node is a mask multiply inserted by this pass (or the get_attr of its buffer)."""
     if node.op == "get_attr":
-        return str(node.target).startswith(MASK_PREFIX)
+        return str(node.target).startswith(MASK_PREFIX) or bool(node.meta.get("fxprune_mask"))
     return node.op == "call_function" and node.target is torch.mul and any(
         isinstance(a, torch.fx.Node) and a.op == "get_attr" and str(a.target).startswith(MASK_PREFIX)
         for a in node.args)
 
 
+class MaskContext(NodeView):
+    """What a rule's `mask` hook sees: the kept channels, and ways to swap the node for a masked twin."""
+
+    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks) -> None:
+        super().__init__(gm, node, masks.graph.shapes)
+        self.masks = masks
+
+    def keep_buffer(self, key: str, dim: int) -> torch.fx.Node | None:
+        """A get_attr node of a 0/1 buffer shaped to broadcast along (key, dim), or None if nothing is pruned."""
+        kept = self.masks.kept(key, dim)
+        if kept is None:
+            return None
+        rank = len(self.shapes[key])
+        shape = [1] * rank
+        shape[dim % rank] = -1
+        keep = torch.zeros(self.shapes[key][dim])
+        keep[torch.as_tensor(kept)] = 1
+        with self.gm.graph.inserting_before(self.node):
+            return _mask_buffer(self.gm, keep.view(shape))
+
+    def get_attr(self, target: str) -> torch.fx.Node:
+        """A get_attr node (marked as a mask node, so speedup drops it once unused) for a module attribute."""
+        with self.gm.graph.inserting_before(self.node):
+            node = self.gm.graph.get_attr(target)
+        node.meta["fxprune_mask"] = True
+        return node
+
+    def swap(self, masked: Any, unmasked: Any, args: tuple[Any, ...], keep: torch.fx.Node) -> None:
+        """Make the node `masked(*args, keep=keep)`; speedup turns it into `unmasked(*args)`."""
+        self.node.meta["fxprune_unmasked"] = unmasked
+        self.node.op, self.node.target = "call_function", masked
+        self.node.args, self.node.kwargs = args, {**self.node.kwargs, "keep": keep}
+
+
+def _mask_buffer(gm: torch.fx.GraphModule, value: torch.Tensor) -> torch.fx.Node:
+    count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
+    buf = f"{MASK_PREFIX}{count}"
+    gm.register_buffer(buf, value)
+    return gm.graph.get_attr(buf)
+
+
+def unmask_node(node: torch.fx.Node) -> None:
+    """Swap a masked twin made by `MaskContext.swap` back to its plain op (without `keep`)."""
+    unmasked = node.meta.pop("fxprune_unmasked")
+    node.op = "call_method" if isinstance(unmasked, str) else "call_function"
+    node.target = unmasked
+    node.kwargs = {k: v for k, v in node.kwargs.items() if k != "keep"}
+
+
 def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Insert mask nodes for `masks` into `gm` (in place) and return it."""
+    for node in list(gm.graph.nodes):
+        if node.op in ("call_module", "call_function", "call_method") and not node.meta.get("fxprune_mask"):
+            rule = lookup(spelling(node, gm))
+            if rule is not None and rule.mask is not None:
+                rule.mask(MaskContext(gm, node, masks))
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for s, keep in masks.pruned_slots():
         if s in masks.graph.contracted and not s.tensor.startswith("@") and "[" not in s.tensor:
@@ -53,7 +114,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
     for name, dims in pruned.items():
         node = nodes[name]
-        if node.op in ("placeholder", "output"):
+        if node.op in ("placeholder", "output", "get_attr"):  # parameters are sliced; their users' outputs masked
             continue
         rank = len(masks.graph.shapes[name])
         last = node

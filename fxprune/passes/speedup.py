@@ -24,7 +24,7 @@ from ..errors import FxPruneError, node_context
 from ..graph import NodeView, spelling
 from ..masks import Masks
 from ..rules import lookup
-from .mask import MASK_PREFIX, is_mask_node
+from .mask import MASK_PREFIX, is_mask_node, unmask_node
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
 
@@ -73,6 +73,9 @@ def new_shapes(masks: Masks) -> dict[str, tuple[int, ...]]:
 
 
 def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
+    for node in list(gm.graph.nodes):
+        if "fxprune_unmasked" in node.meta:
+            unmask_node(node)
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and is_mask_node(node):
             node.replace_all_uses_with(node.args[0])
