@@ -4,6 +4,8 @@ Pre:  any nn.Module and example inputs it accepts.
 Post: a GraphModule that is a deep copy (the user's model is never touched), in eval mode, whose
       tensor-producing nodes carry `meta["tensor_meta"]` from one run on the example inputs, and
       whose `meta["train_flags"]` records the training flag of every submodule of the original.
+      A forward whose Python side effects the graph cannot replay (assigning module attributes,
+      changing parameters or buffers in place) is rejected with a TraceError naming the attribute.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
@@ -25,7 +28,15 @@ _LIB_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__
 
 
 def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]:
-    """Normalise example inputs to a tuple of tensors; reject what cannot be an input."""
+    """Normalise example inputs to a tuple; reject what cannot be traced or verified on.
+
+    Raises:
+        TraceError: `model` is not an nn.Module.
+        InputError: no inputs, inputs on another device than the parameters, parameters on the meta
+            device, or floating inputs holding NaN/inf (the masked == pruned check cannot compare them).
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"expected an nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
@@ -33,12 +44,29 @@ def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]
             f"example_inputs must be a tensor or a non-empty tuple of tensors, got "
             f"{type(example_inputs).__name__}; pass e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
         )
-    devices = {p.device for p in model.parameters()}
+    tensors = list(model.parameters()) + list(model.buffers())
+    meta = next((n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise InputError(
+            f"parameter or buffer '{meta}' is on the meta device (not materialised): fxprune scores real "
+            "weights; load them first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
+        )
+    devices = {t.device for t in tensors}
     for i, x in enumerate(example_inputs):
-        if isinstance(x, torch.Tensor) and devices and x.device not in devices:
+        if not isinstance(x, torch.Tensor):
+            continue
+        if devices and x.device not in devices:
             raise InputError(
                 f"example_inputs[{i}] is on {x.device} but the model's parameters are on "
                 f"{', '.join(map(str, devices))}; move one of them: x.to(model device)"
+            )
+        if x.is_meta or x.is_sparse or x.layout != torch.strided:
+            raise InputError(f"example_inputs[{i}] is a {x.layout} tensor on {x.device}: pass a dense tensor "
+                             "with real values")
+        if x.is_floating_point() and x.numel() and not torch.isfinite(x).all():
+            raise InputError(
+                f"example_inputs[{i}] contains NaN or inf: the masked == pruned check cannot compare "
+                "non-finite outputs; pass finite inputs, e.g. torch.randn(...)"
             )
     return tuple(example_inputs)
 
@@ -52,14 +80,29 @@ def _user_frame(exc: BaseException) -> str:
     return f"{f.filename}:{f.lineno}: {f.line}"
 
 
-class _ContextInterpreter(ShapeProp):
-    """ShapeProp that remembers which node was running when an exception escaped."""
+class _ContextInterpreter(torch.fx.Interpreter):
+    """Runs the graph, recording `meta["tensor_meta"]` per node and which node was running when an
+    exception escaped (torch's ShapeProp prints tracebacks and hides the original message)."""
 
     current: torch.fx.Node | None = None
 
     def run_node(self, n: torch.fx.Node) -> Any:
         self.current = n
-        return super().run_node(n)
+        result = super().run_node(n)
+        found = False
+
+        def extract(obj: Any) -> Any:
+            nonlocal found
+            if isinstance(obj, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = map_aggregate(result, extract)
+        if found:
+            n.meta["tensor_meta"] = meta
+        n.meta["type"] = type(result)
+        return result
 
 
 def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], what: str) -> Any:
@@ -67,7 +110,7 @@ def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], wha
     interp = _ContextInterpreter(gm)
     try:
         with torch.no_grad():
-            return interp.propagate(*inputs)
+            return interp.run(*inputs)
     except Exception as e:
         node = interp.current
         where = node_context(node) if node is not None else "the graph's inputs"
@@ -76,6 +119,52 @@ def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], wha
             f"{what} failed at {where}{layer}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
             "Check that example_inputs have the shape, dtype and device the model's forward expects."
         ) from e
+
+
+_SIMPLE = (bool, int, float, str, bytes, type(None))
+
+
+def _simple(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_simple(v) for v in value)
+    return isinstance(value, _SIMPLE)
+
+
+def _attributes(module: torch.nn.Module) -> dict[str, Any]:
+    """The public plain-data attributes of a module (not parameters, buffers, submodules)."""
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+
+
+def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module) -> list[str]:
+    """What running forward on `copy_` changed relative to `original`: attributes and tensors."""
+    found: list[str] = []
+    mods = dict(copy_.named_modules())
+    for name, mod in original.named_modules():
+        other = mods.get(name)
+        if other is None:
+            continue
+        before, after = _attributes(mod), _attributes(other)
+        prefix = f"{name}." if name else ""
+        for key in sorted(set(before) | set(after)):
+            if key not in before:
+                found.append(f"forward assigns the new attribute self.{prefix}{key}")
+            elif key not in after:
+                found.append(f"forward deletes the attribute self.{prefix}{key}")
+            elif _simple(before[key]) and (not _simple(after[key]) or before[key] != after[key]):
+                found.append(f"forward changes the attribute self.{prefix}{key} "
+                             f"({before[key]!r} -> {after[key]!r})")
+    theirs = dict(copy_.named_parameters(remove_duplicate=False)) | dict(copy_.named_buffers(remove_duplicate=False))
+    mine = dict(original.named_parameters(remove_duplicate=False)) | dict(
+        original.named_buffers(remove_duplicate=False))
+    for key, t in mine.items():
+        other = theirs.get(key)
+        if other is None:
+            continue
+        same = (isinstance(other, torch.Tensor) and other.shape == t.shape and other.dtype == t.dtype
+                and torch.equal(other.detach(), t.detach()))
+        if not same:
+            found.append(f"forward modifies the tensor {key} in place")
+    return found
 
 
 def trace(model: torch.nn.Module, example_inputs: Any) -> torch.fx.GraphModule:
@@ -89,12 +178,12 @@ def trace(model: torch.nn.Module, example_inputs: Any) -> torch.fx.GraphModule:
         An eval-mode GraphModule with shape metadata on its nodes.
 
     Raises:
-        TraceError: the model's forward cannot be symbolically traced (names the source line).
+        TraceError: the model's forward cannot be symbolically traced (names the source line), or it
+            has side effects (attribute assignments, in-place updates of parameters or buffers).
         InputError: the example inputs do not fit the model (names the failing node and layer).
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TraceError(f"expected an nn.Module, got {type(model).__name__}")
     inputs = check_inputs(model, example_inputs)
+    original = model
     train_flags = {name: m.training for name, m in model.named_modules()}
     model = copy.deepcopy(model).eval()
     if isinstance(model, torch.fx.GraphModule):
@@ -118,5 +207,13 @@ def trace(model: torch.nn.Module, example_inputs: Any) -> torch.fx.GraphModule:
             "inputs were given; pass one tensor per forward argument"
         )
     run_with_node_context(gm, inputs, "running the model on example_inputs")
+    effects = _side_effects(original, model)
+    if effects:
+        raise TraceError(
+            f"{type(original).__name__}.forward has side effects the traced graph would not replay the same "
+            "way: " + "; ".join(effects[:5]) + ("; ..." if len(effects) > 5 else "")
+            + "\nFix: keep state updates out of forward (or in a wrapper fxprune does not trace), "
+            "and do not assign module attributes in forward."
+        )
     gm.meta["train_flags"] = train_flags
     return gm
