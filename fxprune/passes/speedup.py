@@ -96,25 +96,33 @@ def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
     for s, keep in masks.pruned_slots():
         if s.tensor.startswith("@"):
             by_tensor.setdefault(s.tensor[1:], []).append((s.dim, np.flatnonzero(keep)))
+    done: dict[int, torch.Tensor] = {}  # tied tensors (one object, several names) stay one object
     for qualname, dims in by_tensor.items():
         owner_name, _, attr = qualname.rpartition(".")
         owner = gm.get_submodule(owner_name)
         old = getattr(owner, attr)
-        new = old.detach()
-        for dim, idx in dims:
-            new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
+        if id(old) not in done:
+            new = old.detach()
+            for dim, idx in sorted(dims, key=lambda t: t[0]):
+                new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
+            done[id(old)] = (torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad)
+                             if isinstance(old, torch.nn.Parameter) else new.clone())
+        new = done[id(old)]
         if isinstance(old, torch.nn.Parameter):
-            setattr(owner, attr, torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad))
+            setattr(owner, attr, new)
         elif attr in owner._buffers:
-            owner._buffers[attr] = new.clone()
+            owner._buffers[attr] = new
         else:
-            setattr(owner, attr, new.clone())
+            setattr(owner, attr, new)
 
 
 def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Return a physically pruned copy of `gm`. See the module docstring for pre/postconditions."""
-    shared = {id(t): t for t in list(gm.parameters()) + list(gm.buffers())}
-    pruned = copy.deepcopy(gm, memo=dict(shared))  # share weights; sliced ones get replaced below
+    # Share weights with gm (sliced ones get replaced below), except the originals of unstructured
+    # weight masks: removing a parametrization writes the masked weight into its original in place.
+    shared = {id(t): t for name, t in list(gm.named_parameters()) + list(gm.named_buffers())
+              if "parametrizations." not in name}
+    pruned = copy.deepcopy(gm, memo=dict(shared))
     _drop_mask_nodes(pruned)
     _bake_weight_masks(pruned)
     _slice_tensors(pruned, masks)
@@ -140,10 +148,13 @@ def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
 def detach_shared(pruned: torch.nn.Module, other: torch.nn.Module) -> None:
     """Give `pruned` its own copy of every tensor it still shares with `other`."""
     theirs = {id(t) for t in list(other.parameters()) + list(other.buffers())}
+    copies: dict[int, torch.Tensor] = {}  # one copy per tensor, so tied weights stay tied
     for module in pruned.modules():
         for name, p in list(module._parameters.items()):
             if p is not None and id(p) in theirs:
-                module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                if id(p) not in copies:
+                    copies[id(p)] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                module._parameters[name] = copies[id(p)]
         for name, b in list(module._buffers.items()):
             if b is not None and id(b) in theirs:
-                module._buffers[name] = b.clone()
+                module._buffers[name] = copies.setdefault(id(b), b.clone())
