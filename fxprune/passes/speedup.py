@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx
-import torch.nn.utils.parametrize as parametrize
 
 from ..errors import FxPruneError, node_context
 from ..graph import NodeView, spelling
 from ..masks import Masks
 from ..rules import lookup
-from .mask import MASK_PREFIX, is_mask_node
+from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
 
@@ -84,13 +83,6 @@ def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
         delattr(gm, name)
 
 
-def _bake_weight_masks(gm: torch.fx.GraphModule) -> None:
-    for module in gm.modules():
-        if parametrize.is_parametrized(module):
-            for attr in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
-
-
 def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
     by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {}
     for s, keep in masks.pruned_slots():
@@ -118,13 +110,10 @@ def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
 
 def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Return a physically pruned copy of `gm`. See the module docstring for pre/postconditions."""
-    # Share weights with gm (sliced ones get replaced below), except the originals of unstructured
-    # weight masks: removing a parametrization writes the masked weight into its original in place.
-    shared = {id(t): t for name, t in list(gm.named_parameters()) + list(gm.named_buffers())
-              if "parametrizations." not in name}
-    pruned = copy.deepcopy(gm, memo=dict(shared))
+    shared = {id(t): t for t in list(gm.parameters()) + list(gm.buffers())}
+    pruned = copy.deepcopy(gm, memo=dict(shared))  # share weights; sliced or baked ones get replaced below
     _drop_mask_nodes(pruned)
-    _bake_weight_masks(pruned)
+    bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)
     new = new_shapes(masks)
     for node in pruned.graph.nodes:
