@@ -22,6 +22,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 import torch.fx
+import torch.nn.utils.parametrize as parametrize
 
 from .errors import node_context
 
@@ -52,7 +53,10 @@ def tensor_shapes(node: torch.fx.Node) -> dict[str, tuple[int, ...]]:
 def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Any:
     """The rule-table key of a node: module class, function object or method name."""
     if node.op == "call_module":
-        return type(gm.get_submodule(node.target))
+        module = gm.get_submodule(node.target)
+        if parametrize.is_parametrized(module):  # a masked layer is still its original class
+            return type(module).__bases__[0]
+        return type(module)
     return node.target
 
 

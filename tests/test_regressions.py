@@ -70,3 +70,12 @@ def test_tied_weights_stay_tied_and_are_sliced_once() -> None:
         assert result.report.params_after == sum(p.numel() for p in result.model.parameters())
         torch.testing.assert_close(result.model(x), result.masked_model(x))
         assert model.a.weight is model.b.weight
+
+
+def test_level_report_counts_macs_of_masked_layers() -> None:
+    """Found by the fuzzer: with Level, macs_before was 0, because the report looked up the rule of the
+    parametrized class (ParametrizedConv2d) the mask pass creates, and no rule has that spelling."""
+    x = torch.randn(2, 3, 8, 8)
+    dense = _compile(_ConvNet().eval(), {"pruner": "l1", "sparsity": 0.0}, x).report
+    level = _compile(_ConvNet().eval(), {"pruner": "level", "sparsity": 0.5}, x).report
+    assert level.macs_before == level.macs_after == dense.macs_before > 0
