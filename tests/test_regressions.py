@@ -79,3 +79,27 @@ def test_level_report_counts_macs_of_masked_layers() -> None:
     dense = _compile(_ConvNet().eval(), {"pruner": "l1", "sparsity": 0.0}, x).report
     level = _compile(_ConvNet().eval(), {"pruner": "level", "sparsity": 0.5}, x).report
     assert level.macs_before == level.macs_after == dense.macs_before > 0
+
+
+class _SplitComputedSizes(nn.Module):
+    """torch.split with a size computed in the graph: [s, x.shape[1] - s]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0 = nn.Conv2d(3, 8, 1)
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(9, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c0(x)
+        a, b = torch.split(y, [3, y.shape[1] - 3], 1)
+        return self.head(torch.cat([self.a(a), torch.sigmoid(b)], 1))
+
+
+def test_split_with_sizes_computed_in_the_graph() -> None:
+    """Found by the fuzzer: split sizes holding a Node (x.shape[1] - s) crashed the speedup pass
+    ('unsupported operand type(s) for +: int and Node'); window sizes now come from the traced items."""
+    x = torch.randn(2, 3, 8, 8)
+    result = _compile(_SplitComputedSizes().eval(), {"pruner": "l1", "sparsity": 0.5}, x)
+    torch.testing.assert_close(result.model(x), result.masked_model(x))
+    assert result.model.c0.out_channels < 8
