@@ -11,6 +11,7 @@ from .config import Config, parse_config
 from .errors import (
     ConfigError,
     ExportError,
+    FormatError,
     FxPruneError,
     InputError,
     TraceError,
@@ -18,12 +19,13 @@ from .errors import (
     VerifyError,
 )
 from .graph import DependencyGraph
+from .io import Loaded, SavedMasks, load, save
 from .masks import Masks
 from .rules import Rule, register_rule
 
 __all__ = [
     "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
-    "UnsupportedError", "VerifyError", "ExportError",
+    "UnsupportedError", "VerifyError", "ExportError", "FormatError", "save", "load", "Loaded", "SavedMasks",
 ]
 __version__ = "0.1.0"
