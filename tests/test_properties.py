@@ -43,6 +43,8 @@ from tests.fixtures import channel_shuffle, my_custom_gate
 
 # Tiny ops: one thread is ~100x faster than several on a loaded CI machine (thread spin-up dominates).
 torch.set_num_threads(1)
+# fx.wrap patches the globals of the module that calls it: make the imported gate opaque here too.
+torch.fx.wrap("my_custom_gate")
 
 EXAMPLES = int(os.environ.get("FXPRUNE_FUZZ_EXAMPLES", "150"))
 RANDOM = os.environ.get("FXPRUNE_FUZZ_RANDOM", "") not in ("", "0")
