@@ -22,11 +22,15 @@ MASK_PREFIX = "fxprune_mask_"
 
 
 class WeightMask(torch.nn.Module):
-    """Parametrization multiplying a weight by a fixed 0/1 mask (kept in a buffer)."""
+    """Parametrization multiplying a weight by a fixed 0/1 mask (kept in a buffer).
+
+    The buffer is the bool keep tensor itself (shared with `Masks.weights`, no copy): a float mask would
+    cost as much memory as the weight it masks.
+    """
 
     def __init__(self, keep: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mask", keep.float())
+        self.register_buffer("mask", keep.to(torch.bool))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask

@@ -95,10 +95,10 @@ def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
         old = getattr(owner, attr)
         if id(old) not in done:
             new = old.detach()
-            for dim, idx in sorted(dims, key=lambda t: t[0]):
+            for dim, idx in sorted(dims, key=lambda t: t[0]):  # index_select copies: no clone needed
                 new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
-            done[id(old)] = (torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad)
-                             if isinstance(old, torch.nn.Parameter) else new.clone())
+            done[id(old)] = (torch.nn.Parameter(new, requires_grad=old.requires_grad)
+                             if isinstance(old, torch.nn.Parameter) else new)
         new = done[id(old)]
         if isinstance(old, torch.nn.Parameter):
             setattr(owner, attr, new)
