@@ -103,3 +103,25 @@ def test_split_with_sizes_computed_in_the_graph() -> None:
     result = _compile(_SplitComputedSizes().eval(), {"pruner": "l1", "sparsity": 0.5}, x)
     torch.testing.assert_close(result.model(x), result.masked_model(x))
     assert result.model.c0.out_channels < 8
+
+
+class _NaNOutput(nn.Module):
+    """Finite inputs, but the model itself produces NaN (log of negative numbers) in some positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.c2(F.relu(self.c1(x))))
+
+
+def test_nan_in_the_models_own_output_is_not_a_verify_error() -> None:
+    """A NaN the masked model computes too was reported as 'a bug in a rule of fxprune'; NaN and inf must
+    only sit in the same places."""
+    x = torch.randn(2, 3, 8, 8)
+    result = _compile(_NaNOutput().eval(), {"pruner": "l1", "sparsity": 0.5}, x)
+    out = result.model(x)
+    assert out.isnan().any()
+    assert torch.equal(out.isnan(), result.masked_model(x).isnan())
