@@ -12,6 +12,7 @@ from .config import Config, parse_config
 from .errors import (
     ConfigError,
     ExportError,
+    FormatError,
     FxPruneError,
     InputError,
     TraceError,
@@ -19,6 +20,7 @@ from .errors import (
     VerifyError,
 )
 from .graph import DependencyGraph
+from .io import Loaded, SavedMasks, load, save
 from .masks import Masks
 from .passes.export import ExportResult, export_onnx
 from .rules import Rule, register_rule
@@ -28,5 +30,6 @@ __all__ = [
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
     "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
     "models",
+    "FormatError", "save", "load", "Loaded", "SavedMasks",
 ]
 __version__ = "0.1.0"

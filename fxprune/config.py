@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,11 +97,17 @@ def _suggest(key: str, known: Any) -> str:
 
 
 def _ratio(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{where} must be a number in [0, 1), got {value!r}")
     if not 0 <= value < 1:
         raise ConfigError(f"{where} = {value} is outside [0, 1): it is the fraction removed, e.g. 0.5")
     return float(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be True or False, got {value!r}")
+    return value
 
 
 def _names(value: Any, where: str) -> list[str]:
@@ -118,7 +126,7 @@ def _parse_rule(entry: Any, i: int) -> RuleConfig:
         if key not in _RULE_KEYS:
             raise ConfigError(f"unknown key '{key}' in {where}{_suggest(key, _RULE_KEYS)}; "
                               f"allowed: {', '.join(sorted(_RULE_KEYS))}")
-    rule = RuleConfig(exclude=bool(entry.get("exclude", False)))
+    rule = RuleConfig(exclude=_flag(entry.get("exclude", False), f"{where}.exclude"))
     ratio_keys = [k for k in ("sparsity", "sparse_ratio", "sparsity_per_layer") if k in entry]
     if len(ratio_keys) > 1:
         raise ConfigError(f"{where} gives both {ratio_keys[0]} and {ratio_keys[1]}: keep one")
@@ -130,12 +138,16 @@ def _parse_rule(entry: Any, i: int) -> RuleConfig:
         rule.total_sparsity = _ratio(entry["total_sparsity"], f"{where}.total_sparsity")
     if "max_sparsity_per_layer" in entry:
         cap = entry["max_sparsity_per_layer"]
+        if isinstance(cap, dict) and not all(isinstance(k, str) for k in cap):
+            raise ConfigError(f"{where}.max_sparsity_per_layer keys must be layer names, got {list(cap)!r}")
         rule.max_sparsity_per_layer = (
             {k: _ratio(v, f"{where}.max_sparsity_per_layer[{k!r}]") for k, v in cap.items()}
             if isinstance(cap, dict) else _ratio(cap, f"{where}.max_sparsity_per_layer"))
     for key in ("op_types", "op_names", "op_partial_names"):
         if key in entry:
             setattr(rule, key, _names(entry[key], f"{where}.{key}"))
+    if rule.exclude and (rule.sparsity is not None or rule.total_sparsity is not None):
+        raise ConfigError(f"{where} is an exclude and also gives a sparsity: split it into two entries")
     if not rule.exclude and rule.sparsity is None and rule.total_sparsity is None:
         raise ConfigError(f"{where} has no sparsity: add 'sparsity': 0.5 (or 'exclude': True to skip layers)")
     if not (rule.op_types or rule.op_names or rule.op_partial_names):
@@ -181,21 +193,23 @@ def parse_config(config: Any) -> Config:
     cfg.rules = [_parse_rule(e, i) for i, e in enumerate(rules)]
     if all(r.exclude for r in cfg.rules):
         raise ConfigError("every entry of config['rules'] is an exclude: add one with a sparsity")
-    cfg.global_ranking = bool(config.get("global", False))
+    cfg.global_ranking = _flag(config.get("global", False), "config['global']")
     round_to = config.get("round_to", 1)
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ConfigError(f"config['round_to'] = {round_to!r} must be a positive int, e.g. 8")
-    cfg.round_to = round_to
+    cfg.round_to = int(round_to)
     mode = config.get("mode", "dependency_aware")
     if mode not in ("dependency_aware", "normal"):
         raise ConfigError(f"config['mode'] = {mode!r} must be 'dependency_aware' or 'normal'")
-    cfg.dependency_aware = bool(config.get("dependency_aware", mode == "dependency_aware"))
-    cfg.verify = bool(config.get("verify", True))
+    cfg.dependency_aware = _flag(config.get("dependency_aware", mode == "dependency_aware"),
+                                 "config['dependency_aware']")
+    cfg.verify = _flag(config.get("verify", True), "config['verify']")
     for key in ("rtol", "atol"):
         if key in config:
             value = config[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"config['{key}'] = {value!r} must be a non-negative number")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value < 0:
+                raise ConfigError(f"config['{key}'] = {value!r} must be a finite non-negative number")
             setattr(cfg, key, float(value))
     for key, allowed in (("frontend", _FRONTENDS), ("attention", (None, *_ATTENTION))):
         value = config.get(key, getattr(cfg, key))

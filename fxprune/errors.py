@@ -12,6 +12,7 @@ __all__ = [
     "UnsupportedError",
     "VerifyError",
     "ExportError",
+    "FormatError",
     "node_context",
 ]
 
@@ -42,6 +43,10 @@ class VerifyError(FxPruneError):
 
 class ExportError(FxPruneError):
     """ONNX export, checking or onnxruntime parity failed."""
+
+
+class FormatError(FxPruneError, ValueError):
+    """A saved fxprune file cannot be written (unsavable model) or read (truncated, foreign, wrong version)."""
 
 
 def node_context(node: torch.fx.Node) -> str:

@@ -349,8 +349,22 @@ class DependencyGraph:
                 g.add_tensor(key, shape)
         for node in gm.graph.nodes:
             g._apply(node, lookup)
+        g._link_aliases()
         g._form_groups()
         return g
+
+    def _link_aliases(self) -> None:
+        """Tied weights: keys naming one tensor (`@a.weight` is `@b.weight`) lose the same elements."""
+        by_tensor: dict[int, list[str]] = {}
+        for key in self.shapes:
+            if key.startswith("@"):
+                value = _fetch_attr(self.gm, key[1:])
+                if isinstance(value, torch.Tensor):
+                    by_tensor.setdefault(id(value), []).append(key)
+        for keys in by_tensor.values():
+            for other in keys[1:]:
+                for d in range(len(self.shapes[keys[0]])):
+                    self.add_link(Slot(keys[0], d), Slot(other, d), np.arange(self.shapes[keys[0]][d]))
 
     def _apply(self, node: torch.fx.Node, lookup: Callable[[Any], Any]) -> None:
         outs = [k for k in tensor_shapes(node) if k in self.shapes]

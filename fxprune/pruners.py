@@ -211,6 +211,14 @@ def _level_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Masks
         threshold = flat.kthvalue(k).values if k > 0 else -1.0
         for m, w in zip(members, weights):
             masks.weights[m.slot.tensor[1:]] = w > threshold
+    by_tensor: dict[int, list[str]] = {}  # tied weights: one tensor, one mask (zero what any name zeroes)
+    for name in masks.weights:
+        by_tensor.setdefault(id(dg.gm.get_parameter(name)), []).append(name)
+    for names in by_tensor.values():
+        if len(names) > 1:
+            keep = torch.stack([masks.weights[n] for n in names]).all(0)
+            for n in names:
+                masks.weights[n] = keep
     return masks
 
 

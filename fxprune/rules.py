@@ -520,16 +520,16 @@ def cat(c: Any) -> None:
 
 
 def _windows(c: Any) -> tuple[str, int, list[tuple[int, int]]]:
+    """(input, dim, [(start, size)] per item), sizes from the traced items' shapes: split sizes may be
+    computed in the graph (`x.size(1) - s`), and chunk may return fewer items than asked for."""
     x = c.inputs()[0]
     dim = c.arg(2, "dim", 0) % c.ndim(x)
-    size = c.shape(x)[dim]
-    if c.target_name() == "chunk":
-        n = c.arg(1, "chunks")
-        step = math.ceil(size / n)
-        sizes = [min(step, size - s) for s in range(0, size, step)]
-    else:
-        arg = c.arg(1, "split_size_or_sections", c.node.kwargs.get("split_size"))
-        sizes = list(arg) if isinstance(arg, (list, tuple)) else [min(arg, size - s) for s in range(0, size, arg)]
+    sizes, k = [], 0
+    while f"{c.node.name}[{k}]" in c.shapes:
+        sizes.append(c.shapes[f"{c.node.name}[{k}]"][dim])
+        k += 1
+    if sum(sizes) != c.shape(x)[dim]:
+        raise ValueError(f"split items cover {sum(sizes)} of {c.shape(x)[dim]} elements")
     starts = np.cumsum([0] + sizes[:-1]).tolist()
     return x, dim, list(zip(starts, sizes))
 

@@ -1665,3 +1665,19 @@ ATTENTION_MODELS: dict[str, tuple[Factory, tuple[int, ...]]] = {
     "vit_tiny": (vit_tiny, (2, 3, 16, 16)),
     "swin_tiny": (swin_tiny, (2, 3, 16, 16)),
 }
+# Large models for memory measurements (examples/memory.py)
+# --------------------------------------------------------------------------------------------------
+
+RESNET_DEPTHS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+    152: (Bottleneck, [3, 8, 36, 3]),
+}
+
+
+def resnet(depth: int, num_classes: int = 1000, width: int = 64) -> ResNet:
+    """torchvision-shaped ResNet of any standard depth (18/34/50/101/152); ResNet-152 has 60.2M params."""
+    block, layers = RESNET_DEPTHS[depth]
+    return ResNet(block, layers, num_classes, width)

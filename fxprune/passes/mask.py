@@ -25,17 +25,22 @@ from ..graph import NodeView, spelling
 from ..masks import Masks
 from ..rules import lookup
 
-__all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext"]
+__all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext",
+           "bake_parametrizations"]
 
 MASK_PREFIX = "fxprune_mask_"
 
 
 class WeightMask(torch.nn.Module):
-    """Parametrization multiplying a weight by a fixed 0/1 mask (kept in a buffer)."""
+    """Parametrization multiplying a weight by a fixed 0/1 mask (kept in a buffer).
+
+    The buffer is the bool keep tensor itself (shared with `Masks.weights`, no copy): a float mask would
+    cost as much memory as the weight it masks.
+    """
 
     def __init__(self, keep: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mask", keep.float())
+        self.register_buffer("mask", keep.to(torch.bool))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
@@ -99,6 +104,42 @@ def unmask_node(node: torch.fx.Node) -> None:
     node.kwargs = {k: v for k, v in node.kwargs.items() if k != "keep"}
 
 
+def bake_parametrizations(root: torch.nn.Module, only: set[str] | None = None) -> None:
+    """Replace every parametrized tensor under `root` by a plain Parameter (or buffer) of its value.
+
+    Unlike `parametrize.remove_parametrizations`, this never writes into the original tensor and never
+    edits the parametrized class, which a deep copy shares with the module it was copied from (removing
+    the class's property there breaks the other copy). Tied originals stay tied. `only`: qualnames.
+    """
+    baked: dict[int, torch.Tensor] = {}
+    for prefix, module in list(root.named_modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for attr in list(module.parametrizations.keys()):
+            qualname = f"{prefix}.{attr}" if prefix else attr
+            if only is not None and qualname not in only:
+                continue
+            original = module.parametrizations[attr].original
+            with torch.no_grad():
+                value = getattr(module, attr).detach()
+            if id(original) not in baked:
+                baked[id(original)] = (torch.nn.Parameter(value.clone(), requires_grad=original.requires_grad)
+                                       if isinstance(original, torch.nn.Parameter) else value.clone())
+            del module.parametrizations[attr]
+            cls = module.__class__
+            if not module.parametrizations:
+                del module._modules["parametrizations"]
+                module.__class__ = cls.__bases__[0]
+            else:  # a class of its own, without this tensor's property (the old class stays intact)
+                body = {k: v for k, v in cls.__dict__.items() if k not in (attr, "__dict__", "__weakref__")}
+                module.__class__ = type(cls.__name__, cls.__bases__, body)
+            new = baked[id(original)]
+            if isinstance(new, torch.nn.Parameter):
+                module.register_parameter(attr, new)
+            else:
+                module.register_buffer(attr, new)
+
+
 def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Insert mask nodes for `masks` into `gm` (in place) and return it."""
     for node in list(gm.graph.nodes):
@@ -139,7 +180,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
         owner, _, attr = qualname.rpartition(".")
         module = gm.get_submodule(owner)
         if parametrize.is_parametrized(module, attr):
-            parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+            bake_parametrizations(module, {attr})
         parametrize.register_parametrization(module, attr, WeightMask(keep))
     gm.graph.lint()
     gm.recompile()

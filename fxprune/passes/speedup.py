@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx
-import torch.nn.utils.parametrize as parametrize
 
 from ..errors import FxPruneError, node_context
 from ..graph import NodeView, spelling
 from ..masks import Masks
 from ..rules import lookup
-from .mask import MASK_PREFIX, is_mask_node, unmask_node
+from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node, unmask_node
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
 
@@ -87,48 +86,37 @@ def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
         delattr(gm, name)
 
 
-def _bake_weight_masks(gm: torch.fx.GraphModule) -> None:
-    # A deep copy keeps the parametrized module's generated class, and remove_parametrizations deletes
-    # the property from that class: give the copy a class of its own first. leave_parametrized=True
-    # would write into the original tensor, which the masked model shares: set a new tensor instead.
-    for module in list(gm.modules()):
-        if parametrize.is_parametrized(module):
-            cls = type(module)
-            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-            for attr in list(module.parametrizations.keys()):
-                with torch.no_grad():
-                    baked = getattr(module, attr).detach().clone()
-                parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
-                old = getattr(module, attr)
-                setattr(module, attr, torch.nn.Parameter(baked, requires_grad=old.requires_grad))
-
-
 def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
     by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {}
     for s, keep in masks.pruned_slots():
         if s.tensor.startswith("@"):
             by_tensor.setdefault(s.tensor[1:], []).append((s.dim, np.flatnonzero(keep)))
+    done: dict[int, torch.Tensor] = {}  # tied tensors (one object, several names) stay one object
     for qualname, dims in by_tensor.items():
         owner_name, _, attr = qualname.rpartition(".")
         owner = gm.get_submodule(owner_name)
         old = getattr(owner, attr)
-        new = old.detach()
-        for dim, idx in dims:
-            new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
+        if id(old) not in done:
+            new = old.detach()
+            for dim, idx in sorted(dims, key=lambda t: t[0]):  # index_select copies: no clone needed
+                new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
+            done[id(old)] = (torch.nn.Parameter(new, requires_grad=old.requires_grad)
+                             if isinstance(old, torch.nn.Parameter) else new)
+        new = done[id(old)]
         if isinstance(old, torch.nn.Parameter):
-            setattr(owner, attr, torch.nn.Parameter(new.clone(), requires_grad=old.requires_grad))
+            setattr(owner, attr, new)
         elif attr in owner._buffers:
-            owner._buffers[attr] = new.clone()
+            owner._buffers[attr] = new
         else:
-            setattr(owner, attr, new.clone())
+            setattr(owner, attr, new)
 
 
 def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Return a physically pruned copy of `gm`. See the module docstring for pre/postconditions."""
     shared = {id(t): t for t in list(gm.parameters()) + list(gm.buffers())}
-    pruned = copy.deepcopy(gm, memo=dict(shared))  # share weights; sliced ones get replaced below
+    pruned = copy.deepcopy(gm, memo=dict(shared))  # share weights; sliced or baked ones get replaced below
     _drop_mask_nodes(pruned)
-    _bake_weight_masks(pruned)
+    bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)
     new = new_shapes(masks)
     for node in pruned.graph.nodes:
@@ -152,10 +140,13 @@ def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
 def detach_shared(pruned: torch.nn.Module, other: torch.nn.Module) -> None:
     """Give `pruned` its own copy of every tensor it still shares with `other`."""
     theirs = {id(t) for t in list(other.parameters()) + list(other.buffers())}
+    copies: dict[int, torch.Tensor] = {}  # one copy per tensor, so tied weights stay tied
     for module in pruned.modules():
         for name, p in list(module._parameters.items()):
             if p is not None and id(p) in theirs:
-                module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                if id(p) not in copies:
+                    copies[id(p)] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                module._parameters[name] = copies[id(p)]
         for name, b in list(module._buffers.items()):
             if b is not None and id(b) in theirs:
-                module._buffers[name] = b.clone()
+                module._buffers[name] = copies.setdefault(id(b), b.clone())

@@ -17,6 +17,8 @@ Pre:  any nn.Module and example inputs it accepts.
 Post: a GraphModule that is a deep copy (the user's model is never touched), in eval mode, whose
       tensor-producing nodes carry `meta["tensor_meta"]` from one run on the example inputs, and
       whose `meta["train_flags"]` records the training flag of every submodule of the original.
+      A forward whose Python side effects the graph cannot replay (assigning module attributes,
+      changing parameters or buffers in place) is rejected with a TraceError naming the attribute.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
@@ -42,7 +45,15 @@ _LIB_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__
 
 
 def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]:
-    """Normalise example inputs to a tuple of tensors; reject what cannot be an input."""
+    """Normalise example inputs to a tuple; reject what cannot be traced or verified on.
+
+    Raises:
+        TraceError: `model` is not an nn.Module.
+        InputError: no inputs, inputs on another device than the parameters, parameters on the meta
+            device, or floating inputs holding NaN/inf (the masked == pruned check cannot compare them).
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"expected an nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
@@ -50,12 +61,29 @@ def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]
             f"example_inputs must be a tensor or a non-empty tuple of tensors, got "
             f"{type(example_inputs).__name__}; pass e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
         )
-    devices = {p.device for p in model.parameters()}
+    tensors = list(model.parameters()) + list(model.buffers())
+    meta = next((n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise InputError(
+            f"parameter or buffer '{meta}' is on the meta device (not materialised): fxprune scores real "
+            "weights; load them first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
+        )
+    devices = {t.device for t in tensors}
     for i, x in enumerate(example_inputs):
-        if isinstance(x, torch.Tensor) and devices and x.device not in devices:
+        if not isinstance(x, torch.Tensor):
+            continue
+        if devices and x.device not in devices:
             raise InputError(
                 f"example_inputs[{i}] is on {x.device} but the model's parameters are on "
                 f"{', '.join(map(str, devices))}; move one of them: x.to(model device)"
+            )
+        if x.is_meta or x.is_sparse or x.layout != torch.strided:
+            raise InputError(f"example_inputs[{i}] is a {x.layout} tensor on {x.device}: pass a dense tensor "
+                             "with real values")
+        if x.is_floating_point() and x.numel() and not torch.isfinite(x).all():
+            raise InputError(
+                f"example_inputs[{i}] contains NaN or inf: the masked == pruned check cannot compare "
+                "non-finite outputs; pass finite inputs, e.g. torch.randn(...)"
             )
     return tuple(example_inputs)
 
@@ -69,14 +97,29 @@ def _user_frame(exc: BaseException) -> str:
     return f"{f.filename}:{f.lineno}: {f.line}"
 
 
-class _ContextInterpreter(ShapeProp):
-    """ShapeProp that remembers which node was running when an exception escaped."""
+class _ContextInterpreter(torch.fx.Interpreter):
+    """Runs the graph, recording `meta["tensor_meta"]` per node and which node was running when an
+    exception escaped (torch's ShapeProp prints tracebacks and hides the original message)."""
 
     current: torch.fx.Node | None = None
 
     def run_node(self, n: torch.fx.Node) -> Any:
         self.current = n
-        return super().run_node(n)
+        result = super().run_node(n)
+        found = False
+
+        def extract(obj: Any) -> Any:
+            nonlocal found
+            if isinstance(obj, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = map_aggregate(result, extract)
+        if found:
+            n.meta["tensor_meta"] = meta
+        n.meta["type"] = type(result)
+        return result
 
 
 def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], what: str) -> Any:
@@ -84,7 +127,7 @@ def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], wha
     interp = _ContextInterpreter(gm)
     try:
         with torch.no_grad():
-            return interp.propagate(*inputs)
+            return interp.run(*inputs)
     except Exception as e:
         node = interp.current
         where = node_context(node) if node is not None else "the graph's inputs"
@@ -142,6 +185,59 @@ def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphMo
     return gm
 
 
+_SIMPLE = (bool, int, float, str, bytes, type(None))
+
+
+def _simple(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_simple(v) for v in value)
+    return isinstance(value, _SIMPLE)
+
+
+def _attributes(module: torch.nn.Module) -> dict[str, Any]:
+    """The public plain-data attributes of a module (not parameters, buffers, submodules)."""
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+
+
+def _attribute_snapshot(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """Copies of the plain-data attributes of every submodule, to compare after a forward run."""
+    return {name: {k: copy.deepcopy(v) if _simple(v) else v for k, v in _attributes(m).items()}
+            for name, m in module.named_modules()}
+
+
+def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
+                  attrs_before: dict[str, dict[str, Any]]) -> list[str]:
+    """What running forward on `copy_` changed: its attributes (against `attrs_before`, a snapshot of the
+    copy itself, since a deep copy need not keep every instance attribute) and its tensors (against
+    `original`, which the run did not touch)."""
+    found: list[str] = []
+    for name, other in copy_.named_modules():
+        if name not in attrs_before:
+            continue
+        before, after = attrs_before[name], _attributes(other)
+        prefix = f"{name}." if name else ""
+        for key in sorted(set(before) | set(after)):
+            if key not in before:
+                found.append(f"forward assigns the new attribute self.{prefix}{key}")
+            elif key not in after:
+                found.append(f"forward deletes the attribute self.{prefix}{key}")
+            elif _simple(before[key]) and (not _simple(after[key]) or before[key] != after[key]):
+                found.append(f"forward changes the attribute self.{prefix}{key} "
+                             f"({before[key]!r} -> {after[key]!r})")
+    theirs = dict(copy_.named_parameters(remove_duplicate=False)) | dict(copy_.named_buffers(remove_duplicate=False))
+    mine = dict(original.named_parameters(remove_duplicate=False)) | dict(
+        original.named_buffers(remove_duplicate=False))
+    for key, t in mine.items():
+        other = theirs.get(key)
+        if other is None:
+            continue
+        same = (isinstance(other, torch.Tensor) and other.shape == t.shape and other.dtype == t.dtype
+                and torch.equal(other.detach(), t.detach()))
+        if not same:
+            found.append(f"forward modifies the tensor {key} in place")
+    return found
+
+
 def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -> torch.fx.GraphModule:
     """Trace a deep copy of `model` and annotate shapes from a run on `example_inputs`.
 
@@ -154,14 +250,15 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
         An eval-mode GraphModule with shape metadata on its nodes; `gm.meta["frontend"]` names the front end.
 
     Raises:
-        TraceError: the model cannot be traced by the chosen front end(s) (names the source line).
+        TraceError: the model cannot be traced by the chosen front end(s) (names the source line), or it
+            has side effects (attribute assignments, in-place updates of parameters or buffers).
         InputError: the example inputs do not fit the model (names the failing node and layer).
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TraceError(f"expected an nn.Module, got {type(model).__name__}")
     inputs = check_inputs(model, example_inputs)
+    original = model
     train_flags = {name: m.training for name, m in model.named_modules()}
     model = copy.deepcopy(model).eval()
+    attrs_before = _attribute_snapshot(model)
     used = frontend
     if isinstance(model, torch.fx.GraphModule):
         gm, used = model, model.meta.get("frontend", "fx")
@@ -184,6 +281,14 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
             "inputs were given; pass one tensor per forward argument"
         )
     run_with_node_context(gm, inputs, "running the model on example_inputs")
+    effects = _side_effects(original, model, attrs_before)
+    if effects:
+        raise TraceError(
+            f"{type(original).__name__}.forward has side effects the traced graph would not replay the same "
+            "way: " + "; ".join(effects[:5]) + ("; ..." if len(effects) > 5 else "")
+            + "\nFix: keep state updates out of forward (or in a wrapper fxprune does not trace), "
+            "and do not assign module attributes in forward."
+        )
     gm.meta["train_flags"] = train_flags
     gm.meta["frontend"] = used
     return gm
