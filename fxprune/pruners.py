@@ -152,6 +152,7 @@ def compute_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer] | None =
 def _slot_quota(group: Group, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
     """Per slot: elements each class would take from it, and how many it may lose (keeps >= 1)."""
     counts = np.stack([np.bincount(group.slot_class[s], minlength=group.n_units) for s in group.slots])
+    counts = np.unique(counts, axis=0)  # slots that take the same elements per channel share one quota
     sizes = counts.sum(1)
     caps = np.minimum(np.floor(sparsity * sizes + 1e-9), sizes - 1)
     return counts, caps
@@ -161,11 +162,18 @@ def _choose(group: Group, scores: torch.Tensor, sparsity: float, budget: float, 
     """Keep vector for one group: drop the lowest scores, at most `budget` channels, and no tensor
     dim of the group (a concat input, a split window, ...) loses more than `sparsity` of itself."""
     counts, caps = _slot_quota(group, sparsity)
-    removed = np.zeros(len(caps))
     keep = np.ones(group.n_units, dtype=bool)
-    n_removed, budget = 0, int(math.floor(budget + 1e-9))
-    for c in torch.argsort(scores, stable=True).numpy():
-        if n_removed >= budget or not torch.isfinite(scores[c]):
+    values = scores.numpy()
+    order = np.argsort(values, kind="stable")
+    order = order[np.isfinite(values[order])]
+    budget = int(math.floor(budget + 1e-9))
+    lowest = order[:budget]
+    if np.all(counts[:, lowest].sum(1) <= caps):  # the lowest scores respect every quota: take them all
+        keep[lowest] = False
+        order = order[:0]
+    removed, n_removed = np.zeros(len(caps)), 0
+    for c in order:  # otherwise greedily, skipping channels that would empty a slot past its quota
+        if n_removed >= budget:
             break
         if np.all(removed + counts[:, c] <= caps):
             keep[c] = False
