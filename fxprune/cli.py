@@ -63,7 +63,7 @@ CONFIG is YAML or JSON with the keys of fxprune.compile's config, e.g.
     - {exclude: true, op_names: [fc]}
 
 DIR receives (atomically: all of it or nothing):
-  model.pt      the pruned torch.fx.GraphModule: torch.load("model.pt", weights_only=False)
+  model.fxp     the pruned model, masks and report: fxprune.load("model.fxp").model
   model.onnx    the pruned model, checked in onnxruntime, dynamic batch axis
   dense.onnx    the unpruned model, the baseline of the benchmark
   report.txt    the pruning report;  report.json  the same as JSON, with ONNX parity
@@ -297,21 +297,11 @@ def _check_runs(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], name: 
 # --------------------------------------------------------------------------------------------- files
 
 
-def _save_model(model: torch.fx.GraphModule, path: Path) -> None:
-    """Write the pruned GraphModule so that `torch.load(path, weights_only=False)` returns it.
+def _save_model(result: Any, path: Path) -> None:
+    """Write the pruned model with `fxprune.save` (no pickled code; `fxprune.load(path).model` reads it)."""
+    from .io import save
 
-    The one place that decides the on-disk format of `prune`'s model.pt (swap it for `fxprune.save`
-    when the package has one). torch 2.13 cannot pickle a GraphModule whose placeholders carry type
-    annotations (`x: torch.Tensor` becomes a string global that its import-block writer rejects), so
-    a copy without annotations is saved; the code and the weights are the pruned model's.
-    """
-    import copy
-
-    clean = copy.deepcopy(model)
-    for node in clean.graph.nodes:
-        node.type = None
-    clean.recompile()
-    torch.save(clean, path)
+    save(result, path)
 
 
 def _prepare_out_dir(out: str, force: bool) -> tuple[Path, Path]:
@@ -466,7 +456,7 @@ def _write_outputs(made: dict[str, Any], work: Path) -> None:
         dst = work / ("dense.onnx" if name == "dense" else "model.onnx")
         if src.resolve() != dst.resolve():
             shutil.copyfile(src, dst)
-    _save_model(made["result"].model, work / "model.pt")
+    _save_model(made["result"], work / "model.fxp")
     (work / "report.txt").write_text(str(made["result"].report) + "\n\n" + _parity(made) + "\n", encoding="utf-8")
     (work / "report.json").write_text(_report_json(made) + "\n", encoding="utf-8")
     if made["bench"] is not None:

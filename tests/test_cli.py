@@ -66,7 +66,7 @@ USER_SOURCE = textwrap.dedent('''
         return FftNet()
 ''')
 
-OUT_FILES = {"model.pt", "model.onnx", "dense.onnx", "report.json", "report.txt", "bench.json", "bench.md"}
+OUT_FILES = {"model.fxp", "model.onnx", "dense.onnx", "report.json", "report.txt", "bench.json", "bench.md"}
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_help_is_complete(capsys) -> None:
     for word in ("demo", "prune", "bench", "examples:", "exit codes"):
         assert word in text
     for command, words in {"demo": ["--quick", "--sparsity", "--batch-sizes"],
-                           "prune": ["MODULE:FACTORY", "--config", "--input-shape", "--out", "model.pt", "YAML"],
+                           "prune": ["MODULE:FACTORY", "--config", "--input-shape", "--out", "model.fxp", "YAML"],
                            "bench": ["--batch-sizes", "--threads", "--ideal", "--json"]}.items():
         assert main([command, "--help"]) == 0
         text = capsys.readouterr().out
@@ -147,7 +147,7 @@ def test_prune_from_factory(user, capsys, config: str) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["pruner"] == ("l1" if config.endswith("yaml") else "fpgm")
     assert report["params_after"] < report["params_before"]
-    model = torch.load(out / "model.pt", weights_only=False)
+    model = fxprune.load(out / "model.fxp").model
     assert isinstance(model, torch.fx.GraphModule)
     assert sum(p.numel() for p in model.parameters()) == report["params_after"]
     assert model.conv1.out_channels == 8
