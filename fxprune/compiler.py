@@ -21,7 +21,7 @@ from .graph import BuildOptions, DependencyGraph, op_name
 from .masks import Masks
 from .passes.mask import insert_masks
 from .passes.speedup import detach_shared, new_shapes, speedup_pass
-from .passes.trace import check_inputs, trace
+from .passes.trace import check_inputs, set_training, trace
 from .passes.verify import verify
 from .pruners import compute_masks, select_layers
 from .report import Report, build_report
@@ -124,12 +124,6 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = time.perf_counter() - start
 
 
-def _restore_modes(gm: torch.nn.Module, flags: dict[str, bool]) -> None:
-    for name, module in gm.named_modules():
-        if name in flags:
-            module.train(flags[name])
-
-
 def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> CompileResult:
     """Prune `model` as `config` says and return the smaller model, verified against the masked one.
 
@@ -172,8 +166,8 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
     report.notes = _notes(dg, masks, cfg)
     detach_shared(pruned, masked)
     flags = gm.meta.get("train_flags", {}) if gm.meta["frontend"] == "fx" else {}  # export graphs are eval-only
-    _restore_modes(pruned, flags)
-    _restore_modes(masked, flags)
+    set_training(pruned, flags)
+    set_training(masked, flags)
     return CompileResult(pruned, masked, masks, report, inputs)
 
 
@@ -190,13 +184,12 @@ def speedup(masked_model: torch.fx.GraphModule, masks: Masks, example_inputs: An
         raise InputError("speedup takes the (masked_model, masks) pair returned by a fxprune pruner's compress()")
     pruned = speedup_pass(masked_model, masks)
     if example_inputs is not None and verify_outputs:
-        was_training = masked_model.training
-        masked_model.eval()
-        pruned.eval()
+        flags = set_training(masked_model, False)
+        set_training(pruned, False)
         try:
             verify(masked_model, pruned, masks, check_inputs(masked_model, example_inputs))
         finally:
-            masked_model.train(was_training)
-            pruned.train(was_training)
+            set_training(masked_model, flags)
+            set_training(pruned, flags)
     detach_shared(pruned, masked_model)
     return pruned

@@ -57,6 +57,17 @@ def module_class(module: torch.nn.Module) -> type:
     return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
 
 
+def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.Node, Any]]:
+    """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...)."""
+    from .rules import lookup
+
+    for node in list(gm.graph.nodes):
+        if node.op in ("call_module", "call_function", "call_method"):
+            rule = lookup(spelling(node, gm))
+            if rule is not None and getattr(rule, hook, None) is not None:
+                yield node, rule
+
+
 def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Any:
     """The rule-table key of a node: module class, function object, method name or ATen overload."""
     if node.op == "call_module":
@@ -196,9 +207,7 @@ class NodeView:
         """Key of the called module's parameter or buffer `attr`, or None if it has none."""
         if self.module is None or getattr(self.module, attr, None) is None:
             return None
-        key = f"@{self.node.target}.{attr}"
-        self.shapes.setdefault(key, tuple(getattr(self.module, attr).shape))
-        return key
+        return f"@{self.node.target}.{attr}"
 
     def value(self, key: str) -> torch.Tensor:
         """The current tensor of a parameter key, or of a get_attr node's key."""
@@ -208,10 +217,12 @@ class NodeView:
         return _fetch_attr(self.gm, node.target)
 
     def shape(self, key: str) -> tuple[int, ...]:
+        if key not in self.shapes and key.startswith("@"):
+            return tuple(self.value(key).shape)
         return self.shapes[key]
 
     def ndim(self, key: str) -> int:
-        return len(self.shapes[key])
+        return len(self.shape(key))
 
 
 class RuleContext(NodeView):
@@ -229,10 +240,9 @@ class RuleContext(NodeView):
         self._outs = set(tensor_shapes(node))
 
     def param(self, attr: str) -> str | None:
-        if self.module is None or getattr(self.module, attr, None) is None:
-            return None
-        key = f"@{self.node.target}.{attr}"
-        self.g.add_tensor(key, tuple(getattr(self.module, attr).shape))
+        key = super().param(attr)
+        if key is not None:
+            self.g.add_tensor(key, tuple(self.value(key).shape))
         return key
 
     def slot(self, key: str, dim: int) -> Slot:

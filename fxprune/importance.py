@@ -43,12 +43,14 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
 
 def l1(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
     """L1 norm of everything a channel owns ("Pruning Filters for Efficient ConvNets")."""
-    return _accumulate(dg, group, slots, lambda t, d: t.abs().sum(_others(t, d)) if t.dim() > 1 else t.abs())
+    return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1
+                       else t.abs())
 
 
 def l2(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
     """L2 norm of everything a channel owns."""
-    return _accumulate(dg, group, slots, lambda t, d: t.pow(2).sum(_others(t, d)) if t.dim() > 1 else t.pow(2)).sqrt()
+    return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 2, _others(t, d)).square()
+                       if t.dim() > 1 else t.square()).sqrt()
 
 
 def fpgm(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:

@@ -151,8 +151,8 @@ def compute_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer] | None =
 
 def _slot_quota(group: Group, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
     """Per slot: elements each class would take from it, and how many it may lose (keeps >= 1)."""
-    counts = np.stack([np.bincount(group.slot_class[s], minlength=group.n_units) for s in group.slots])
-    counts = np.unique(counts, axis=0)  # slots that take the same elements per channel share one quota
+    rows = (np.bincount(group.slot_class[s], minlength=group.n_units) for s in group.slots)
+    counts = np.stack(list({r.tobytes(): r for r in rows}.values()))  # equal rows share one quota
     sizes = counts.sum(1)
     caps = np.minimum(np.floor(sparsity * sizes + 1e-9), sizes - 1)
     return counts, caps

@@ -13,9 +13,8 @@ from typing import Any
 import torch
 import torch.fx
 
-from .graph import DependencyGraph, NodeView, spelling, tensor_shapes
+from .graph import DependencyGraph, NodeView, rule_nodes, tensor_shapes
 from .masks import Masks
-from .rules import lookup
 
 __all__ = ["Report", "LayerStats", "GroupStats", "count_macs", "build_report"]
 
@@ -115,12 +114,7 @@ class Report:
 def count_macs(gm: torch.fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """MACs per node (by node name) from each op's rule, using `shapes` for tensor shapes."""
     out: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method"):
-            continue
-        rule = lookup(spelling(node, gm))
-        if rule is None or rule.macs is None:
-            continue
+    for node, rule in rule_nodes(gm, "macs"):
         try:
             out[node.name] = int(rule.macs(NodeView(gm, node, dict(shapes))))
         except (KeyError, TypeError, ValueError):

@@ -9,6 +9,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fxprune.models import BasicBlock, Bottleneck, ResNet
+
 __all__ = [
     "ATTENTION_MODELS",
     "BAD_MODELS",
@@ -82,95 +84,7 @@ def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
 # --------------------------------------------------------------------------------------------------
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 conv+BN with an identity or 1x1-conv+BN shortcut."""
-
-    expansion = 1
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out_ch = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = _shortcut(in_ch, out_ch, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
-
-
-class Bottleneck(nn.Module):
-    """ResNet bottleneck block (1x1, strided 3x3, 1x1 with expansion 4) with a shortcut."""
-
-    expansion = 4
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out_ch = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = _shortcut(in_ch, out_ch, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += identity
-        return self.relu(out)
-
-
-class ResNet(nn.Module):
-    """torchvision-style ResNet: 7x7/2 stem, 3x3/2 maxpool, four stages, avgpool, flatten, Linear."""
-
-    def __init__(
-        self,
-        block: type[BasicBlock] | type[Bottleneck],
-        layers: list[int],
-        num_classes: int = 10,
-        width: int = 64,
-    ) -> None:
-        super().__init__()
-        self.in_ch = width
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(block, width, layers[0], 1)
-        self.layer2 = self._make_layer(block, width * 2, layers[1], 2)
-        self.layer3 = self._make_layer(block, width * 4, layers[2], 2)
-        self.layer4 = self._make_layer(block, width * 8, layers[3], 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
-
-    def _make_layer(
-        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int
-    ) -> nn.Sequential:
-        layers = [block(self.in_ch, planes, stride)]
-        self.in_ch = planes * block.expansion
-        layers += [block(self.in_ch, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+# The architecture is the package's built-in one (fxprune.models); these factories pick test sizes.
 
 
 def resnet18(num_classes: int = 10, width: int = 16) -> ResNet:

@@ -100,3 +100,23 @@ def test_prune_hidden_of_base_model_is_refused_with_the_node() -> None:
     model = T.BertModel(T.BertConfig(vocab_size=100, attn_implementation="eager", **TINY)).eval()
     with pytest.raises(fxprune.UnsupportedError, match=r"reaches the model output.*\n.*Prunable: FFN"):
         fxprune.compile(model, {"sparsity": 0.5, "prune_hidden": True}, _ids(2, 8))
+
+
+def test_bert_pruned_through_torch_export_exports_to_onnx(tmp_path):
+    """A graph from the torch.export front end (SymInt sizes) exports with the dynamo exporter, matches
+    onnxruntime, keeps a dynamic batch axis, and holds fewer parameters than the dense export."""
+    pytest.importorskip("onnxscript")
+    from transformers import BertConfig, BertModel
+
+    from fxprune.passes.trace import trace
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=128, vocab_size=100)).eval()
+    ids = torch.randint(0, 100, (2, 16))
+    result = fxprune.compile(model, {"pruner": "l1", "sparsity": 0.5}, (ids,))
+    assert result.report.frontend == "export"
+    dense = fxprune.export_onnx(trace(model, (ids,), frontend="export"), (ids,), tmp_path / "dense.onnx")
+    pruned = result.export_onnx(str(tmp_path / "pruned.onnx"))
+    assert pruned.dynamic_batch and pruned.max_abs_err < 1e-4
+    assert pruned.num_params < dense.num_params

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from fxprune.errors import ExportError, InputError
+from fxprune.passes.trace import set_training
 
 __all__ = ["ExportResult", "export_onnx", "onnx_param_count"]
 
@@ -276,13 +277,15 @@ def _publish(tmp_dir: Path, tmp_file: Path, target: Path) -> None:
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     # Remember every submodule's flag: a model may mix train and eval submodules on purpose.
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    before = set_training(model, False)
+    # Graphs from torch.export guard .train()/.eval() with instance methods that raise (they are eval-only);
+    # the ONNX exporter calls .train(False), which is what they are: lift the guard while exporting.
+    guards = {k: model.__dict__.pop(k) for k in ("train", "eval") if k in model.__dict__}
     try:
         yield
     finally:
-        for module, training in modes:
-            module.training = training
+        model.__dict__.update(guards)
+        set_training(model, before)
 
 
 def _torch_outputs(
@@ -331,6 +334,9 @@ def _run_exporter(
     opset: int | None,
 ) -> list[str]:
     """Run torch.onnx.export; return the TracerWarnings it raised."""
+    if getattr(model, "meta", {}).get("frontend") == "export":
+        _run_dynamo_exporter(model, inputs, file, input_names, output_names, dynamic_batch, opset)
+        return []
     # Exporter choice: the TorchScript ("legacy", dynamo=False) exporter. Checked on torch 2.13
     # against eager modules and fx GraphModules with call_module nodes, flatten, view(x.size(0), -1),
     # cat, split, chunk, interpolate, grouped/depthwise convs and ConvTranspose, at example batch 1
@@ -384,6 +390,29 @@ def _run_exporter(
             f"torch.onnx.export wrote no file for model {type(model).__name__}; report this as a bug."
         )
     return tracer
+
+
+def _run_dynamo_exporter(model: nn.Module, inputs: tuple[Tensor, ...], file: Path, input_names: list[str],
+                         output_names: list[str], dynamic_batch: bool, opset: int | None) -> None:
+    """Graphs from fxprune's torch.export front end (transformers) hold SymInt size nodes, which the
+    legacy exporter cannot trace: export them again with torch.export and the dynamo exporter."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+    except ImportError as exc:
+        raise ExportError(
+            f"exporting {type(model).__name__} (traced with torch.export) to ONNX needs onnxscript: "
+            "pip install onnxscript (or fxprune[hf])") from exc
+    dims = tuple({0: torch.export.Dim.AUTO} if dynamic_batch and x.dim() > 0 else None for x in inputs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, inputs, strict=False, dynamic_shapes=dims)
+            onnx_program = torch.onnx.export(program, input_names=input_names, output_names=output_names,
+                                             opset_version=opset, dynamo=True, verbose=False)
+            onnx_program.save(str(file))
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export (dynamo) failed for model {type(model).__name__}: "
+                          f"{_first_line(exc)}") from exc
 
 
 def _check_model(file: Path, model_name: str) -> None:

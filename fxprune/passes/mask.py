@@ -21,9 +21,8 @@ import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-from ..graph import NodeView, spelling
+from ..graph import NodeView, rule_nodes
 from ..masks import Masks
-from ..rules import lookup
 
 __all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext",
            "bake_parametrizations"]
@@ -142,11 +141,9 @@ def bake_parametrizations(root: torch.nn.Module, only: set[str] | None = None) -
 
 def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Insert mask nodes for `masks` into `gm` (in place) and return it."""
-    for node in list(gm.graph.nodes):
-        if node.op in ("call_module", "call_function", "call_method") and not node.meta.get("fxprune_mask"):
-            rule = lookup(spelling(node, gm))
-            if rule is not None and rule.mask is not None:
-                rule.mask(MaskContext(gm, node, masks))
+    for node, rule in rule_nodes(gm, "mask"):
+        if not node.meta.get("fxprune_mask"):
+            rule.mask(MaskContext(gm, node, masks))
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for s, keep in masks.pruned_slots():
         if s in masks.graph.contracted and not s.tensor.startswith("@") and "[" not in s.tensor:

@@ -20,9 +20,8 @@ import torch
 import torch.fx
 
 from ..errors import FxPruneError, node_context
-from ..graph import NodeView, spelling
+from ..graph import NodeView, rule_nodes
 from ..masks import Masks
-from ..rules import lookup
 from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node, unmask_node
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
@@ -119,12 +118,7 @@ def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)
     new = new_shapes(masks)
-    for node in pruned.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method"):
-            continue
-        rule = lookup(spelling(node, pruned))
-        if rule is None or rule.rewrite is None:
-            continue
+    for node, rule in rule_nodes(pruned, "rewrite"):
         c = RewriteContext(pruned, node, masks, new)
         if not any(k in new for k in c.inputs() + [node.name] + [f"{node.name}[0]"]):
             continue

@@ -36,12 +36,27 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
-__all__ = ["trace", "check_inputs", "run_with_node_context", "FRONTENDS"]
+__all__ = ["trace", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS"]
 
 #: Accepted values of config["frontend"].
 FRONTENDS = ("auto", "fx", "export")
 
 _LIB_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+
+
+def set_training(module: torch.nn.Module, flags: bool | dict[str, bool]) -> dict[str, bool]:
+    """Set `.training` on every submodule (one flag, or per qualname) and return the previous flags.
+
+    Sets the attribute directly: graphs from torch.export refuse `.eval()`/`.train()` (their behaviour
+    was fixed when they were traced, in eval mode), and the flags must still say what the user asked.
+    """
+    before = {name: m.training for name, m in module.named_modules()}
+    for name, m in module.named_modules():
+        if isinstance(flags, bool):
+            m.training = flags
+        elif name in flags:
+            m.training = flags[name]
+    return before
 
 
 def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]:
