@@ -240,8 +240,13 @@ def _run_case(case: Case, args: argparse.Namespace, tmp: Path) -> Outcome:
                 tp_model, out.tp_s = _torch_pruning(model, inputs)
                 out.tp_params = sum(p.numel() for p in tp_model.parameters())
                 out.tp_ideal = out.macs[0] / max(_macs(tp_model, inputs), 1)
-                files["torch-pruning"] = str(tmp / f"{case.name}_tp.onnx")
-                fxprune.export_onnx(tp_model, inputs, files["torch-pruning"])
+                tp_file = str(tmp / f"{case.name}_tp.onnx")
+                try:
+                    fxprune.export_onnx(tp_model, inputs, tp_file)
+                except fxprune.FxPruneError as exc:  # pruning worked; our ONNX export of its model did not
+                    first = str(exc).splitlines()[0][:120]
+                    raise RuntimeError(f"pruned, but its ONNX export failed ({first})") from exc
+                files["torch-pruning"] = tp_file  # only once the export worked
                 ideals["torch-pruning"] = out.tp_ideal
         except ImportError:
             out.tp_error = "torch-pruning not installed"

@@ -432,12 +432,7 @@ def _cmd_demo(args: argparse.Namespace, progress: _Progress) -> int:
     with tempfile.TemporaryDirectory(prefix="fxprune-demo-") as tmp:
         made = _pipeline(model, config, inputs, Path(tmp), progress, None if args.no_bench else bench)
         _out("")
-        _out(str(made["result"].report))
-        _out("")
-        _out(_parity(made))
-        if made["bench"] is not None:
-            _out("")
-            _out(_bench_text(made))
+        _print_results(made)
         if args.out:
             target, work = _prepare_out_dir(args.out, args.force)
             try:
@@ -447,6 +442,16 @@ def _cmd_demo(args: argparse.Namespace, progress: _Progress) -> int:
                 shutil.rmtree(work, ignore_errors=True)
             _err(f"{_PROG}: wrote {target}/")
     return EXIT_OK
+
+
+def _print_results(made: dict[str, Any]) -> None:
+    """The report, the ONNX parity and (if run) the benchmark table, to stdout."""
+    _out(str(made["result"].report))
+    _out("")
+    _out(_parity(made))
+    if made["bench"] is not None:
+        _out("")
+        _out(_bench_text(made))
 
 
 def _write_outputs(made: dict[str, Any], work: Path) -> None:
@@ -494,12 +499,7 @@ def _cmd_prune(args: argparse.Namespace, progress: _Progress) -> int:
             _publish_dir(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _out(str(made["result"].report))
-    _out("")
-    _out(_parity(made))
-    if made["bench"] is not None:
-        _out("")
-        _out(_bench_text(made))
+    _print_results(made)
     _out("")
     _out(f"wrote {', '.join(sorted(p.name for p in target.iterdir()))} to {target}/")
     return EXIT_OK

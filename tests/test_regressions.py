@@ -9,17 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxprune
-
-
-class _ConvNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.c2 = nn.Conv2d(8, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c2(F.relu(self.bn(self.c1(x))))
+from tests.test_bad_inputs import Net
 
 
 class _Tied(nn.Module):
@@ -47,7 +37,7 @@ def test_level_pruner_keeps_masked_model_usable() -> None:
     """Level crashed: speedup's remove_parametrizations deleted the property from the parametrized class,
     which the masked model shares with its deep copy ('ParametrizedConv2d' object has no attribute 'weight')."""
     x = torch.randn(2, 3, 8, 8)
-    result = _compile(_ConvNet().eval(), {"pruner": "level", "sparsity": 0.5}, x)
+    result = _compile(Net().eval(), {"pruner": "level", "sparsity": 0.5}, x)
     torch.testing.assert_close(result.model(x), result.masked_model(x))
     assert not hasattr(result.model.c1, "parametrizations")
     assert result.report.nonzero_params_after < result.report.params_after
@@ -55,7 +45,7 @@ def test_level_pruner_keeps_masked_model_usable() -> None:
 
 def test_level_pruner_does_not_write_into_masked_originals() -> None:
     x = torch.randn(2, 3, 8, 8)
-    result = _compile(_ConvNet().eval(), {"pruner": "level", "sparsity": 0.5}, x)
+    result = _compile(Net().eval(), {"pruner": "level", "sparsity": 0.5}, x)
     original = result.masked_model.c1.parametrizations.weight.original
     assert (original != 0).all(), "the masked model's trainable weights must keep their values"
 
@@ -76,8 +66,8 @@ def test_level_report_counts_macs_of_masked_layers() -> None:
     """Found by the fuzzer: with Level, macs_before was 0, because the report looked up the rule of the
     parametrized class (ParametrizedConv2d) the mask pass creates, and no rule has that spelling."""
     x = torch.randn(2, 3, 8, 8)
-    dense = _compile(_ConvNet().eval(), {"pruner": "l1", "sparsity": 0.0}, x).report
-    level = _compile(_ConvNet().eval(), {"pruner": "level", "sparsity": 0.5}, x).report
+    dense = _compile(Net().eval(), {"pruner": "l1", "sparsity": 0.0}, x).report
+    level = _compile(Net().eval(), {"pruner": "level", "sparsity": 0.5}, x).report
     assert level.macs_before == level.macs_after == dense.macs_before > 0
 
 
