@@ -284,6 +284,13 @@ class RuleContext(NodeView):
         self.touched.add(s)
         self.g.add_freeze(s, f"{reason} ({self.node.name})", elements)
 
+    def reduce(self, key: str, dim: int) -> None:
+        """Declare that the op sums over (key, dim): removed channels must read as zero there, so the mask
+        pass zeroes them, as it does for a contraction."""
+        s = self.slot(key, dim)
+        self.touched.add(s)
+        self.g.contracted.add(s)
+
     def touch(self, key: str, dim: int | None = None) -> None:
         """Declare slots handled without coupling them (the op only reads metadata, or size 1)."""
         dims = range(self.ndim(key)) if dim is None else [dim]
@@ -315,7 +322,7 @@ class DependencyGraph:
         self.slot_union = _SlotUnion()
         self.coarse = nx.Graph()
         self.unsupported: dict[str, list[str]] = {}
-        #: input slots that an op contracts (conv/linear/matmul inputs): the mask pass zeroes these
+        #: input slots an op contracts or sums over (conv/linear/matmul inputs, `reduce`): the mask pass zeroes these
         self.contracted: set[Slot] = set()
         self.roles: dict[Slot, str] = {}
         self.groups: list[Group] = []

@@ -796,7 +796,7 @@ def reduce_dims(c: Any) -> None:
     for d in range(n):
         if d in dims:
             if averages:  # zeroed channels add nothing to a sum; a mean is made to count kept ones (mask_mean)
-                c.touch(x, d)
+                c.reduce(x, d)
             out_d += 1 if keepdim else 0
             continue
         c.link((x, d), (c.out, out_d))

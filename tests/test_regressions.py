@@ -115,3 +115,29 @@ def test_nan_in_the_models_own_output_is_not_a_verify_error() -> None:
     out = result.model(x)
     assert out.isnan().any()
     assert torch.equal(out.isnan(), result.masked_model(x).isnan())
+
+
+class _SumOverHidden(nn.Module):
+    """A sum over the hidden size of a tensor no contraction reads (only the sum does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc1, self.fc2, self.head = (nn.Embedding(50, 16), nn.Linear(16, 32), nn.Linear(32, 16),
+                                                   nn.Linear(16, 4))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        z = self.fc2(torch.relu(self.fc1(h)))
+        energy = z.pow(2).sum(-1, keepdim=True)
+        return self.head(h + z) * energy
+
+
+def test_sum_over_a_pruned_hidden_dim_reads_zeros() -> None:
+    """With prune_hidden, the masked model's sum over the hidden size read the removed channels (fc2's
+    bias), because only contracted slots were masked: a spurious VerifyError at the sum. Rules now declare
+    sums with `c.reduce`, which the mask pass zeroes like a contraction."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (2, 8))
+    result = _compile(_SumOverHidden().eval(), {"sparsity": 0.5, "prune_hidden": True}, ids)
+    assert result.model.get_submodule("fc2").out_features == 8
+    torch.testing.assert_close(result.model(ids), result.masked_model(ids), rtol=1e-4, atol=1e-5)
