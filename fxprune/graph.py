@@ -472,12 +472,6 @@ class DependencyGraph:
     def _order(self, comp: set[Slot]) -> int:
         return min(self.offsets[s] for s in comp)
 
-    def group(self, s: Slot) -> Group:
-        return self.groups[self.group_of[s]]
-
-    def prunable_groups(self) -> list[Group]:
-        return [g for g in self.groups if g.prunable.any()]
-
     def unsupported_message(self) -> str:
         """One aggregated text naming every node no rule understood, and how to add a rule."""
         if not self.unsupported:

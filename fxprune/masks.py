@@ -70,9 +70,3 @@ class Masks:
                 layer, _, attr = key[1:].rpartition(".")
                 out.setdefault(layer, {})[attr] = mask
         return out
-
-    def summary(self) -> dict[str, int]:
-        """Counts of groups touched and channels removed."""
-        removed = sum(int((~k).sum()) for k in self.keep.values())
-        return {"groups_pruned": sum(1 for k in self.keep.values() if not k.all()), "channels_removed": removed,
-                "weights_masked": sum(int((~m).sum()) for m in self.weights.values())}

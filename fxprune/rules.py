@@ -89,10 +89,6 @@ def metadata(c: Any) -> None:
         c.touch(key)
 
 
-def _dim_arg(c: Any, i: int, name: str = "dim", default: Any = None) -> Any:
-    return c.arg(i, name, default)
-
-
 def along_dims(keep: Callable[[Any], Iterable[int]]) -> Callable[[Any], None]:
     """Input and output share the dims `keep(c)` returns (same positions); the rest are mixed."""
 
@@ -118,7 +114,7 @@ def _all_but(dims_of: Callable[[Any], Iterable[int]]) -> Callable[[Any], Iterabl
 
 
 def _softmax_dim(c: Any) -> Iterable[int]:
-    d = c.module.dim if c.module is not None else _dim_arg(c, 1)
+    d = c.module.dim if c.module is not None else c.arg(1, "dim")
     return [d if d is not None else -1]
 
 
@@ -186,12 +182,10 @@ def conv(c: Any) -> None:
     x, w, b, groups, transposed = _conv_operands(c)
     if transposed:  # weight (Cin, Cout/g, *k)
         _group_link(c, x, (w, 0), c.out, (w, 1), groups)
-        if b is not None:
-            c.link((b, 0), (c.out, 1))
     else:  # weight (Cout, Cin/g, *k)
         _group_link(c, c.out, (w, 0), x, (w, 1), groups)
-        if b is not None:
-            c.link((b, 0), (c.out, 1))
+    if b is not None:
+        c.link((b, 0), (c.out, 1))
 
 
 def _rewrite_conv(c: Any) -> None:
@@ -482,8 +476,8 @@ def _rewrite_slice(c: Any) -> None:
     if kept is None:
         return
     start, stop, _ = slice(c.arg(2, "start"), c.arg(3, "end")).indices(c.old_shape(x)[dim])
-    c.set_arg(2, "start", int((kept < start).sum()))
-    c.set_arg(3, "end", int((kept < stop).sum()))
+    c.set_arg(2, "start", c.new_index(x, dim, start))
+    c.set_arg(3, "end", c.new_index(x, dim, stop))
 
 
 def select(c: Any) -> None:
@@ -502,7 +496,7 @@ def _rewrite_select(c: Any) -> None:
     dim = c.arg(1, "dim") % len(c.old_shape(x))
     kept = c.kept(x, dim)
     if kept is not None:
-        c.set_arg(2, "index", int((kept < c.arg(2, "index") % c.old_shape(x)[dim]).sum()))
+        c.set_arg(2, "index", c.new_index(x, dim, c.arg(2, "index") % c.old_shape(x)[dim]))
 
 
 def cat(c: Any) -> None:
@@ -548,7 +542,7 @@ def _rewrite_split(c: Any) -> None:
     kept = c.kept(x, dim)
     if kept is None:
         return
-    sizes = [int(((kept >= s) & (kept < s + n)).sum()) for s, n in windows]
+    sizes = [c.new_index(x, dim, s + n) - c.new_index(x, dim, s) for s, n in windows]
     c.replace(torch.split, (c.node.args[0], sizes), {"dim": dim})
 
 
@@ -634,9 +628,9 @@ def _rewrite_getitem(c: Any) -> None:
             continue
         if isinstance(idx, slice):
             start, stop, _ = idx.indices(c.old_shape(key)[in_dim])
-            items[pos] = slice(int((kept < start).sum()), int((kept < stop).sum()))
+            items[pos] = slice(c.new_index(key, in_dim, start), c.new_index(key, in_dim, stop))
         else:
-            items[pos] = int((kept < idx % c.old_shape(key)[in_dim]).sum())
+            items[pos] = c.new_index(key, in_dim, idx % c.old_shape(key)[in_dim])
         changed = True
     if changed:
         c.node.args = (src, tuple(items) if isinstance(index, tuple) else items[0])

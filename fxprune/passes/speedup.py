@@ -45,6 +45,12 @@ class RewriteContext(NodeView):
     def kept(self, key: str, dim: int) -> np.ndarray | None:
         return self.masks.kept(key, dim)
 
+    def new_index(self, key: str, dim: int, i: int) -> int:
+        """Where position i (0 <= i <= size) of (key, dim) lands once channels are removed: the number of
+        kept elements before it. Slice bounds, select indices and split windows use it."""
+        kept = self.kept(key, dim)
+        return i if kept is None else int(np.searchsorted(kept, i))
+
     def set_arg(self, i: int, name: str, value: Any) -> None:
         """Set positional arg i if present, else keyword `name`."""
         if i < len(self.node.args):
