@@ -17,7 +17,7 @@ import torch.fx
 
 from .config import Config, parse_config
 from .errors import InputError, UnsupportedError, node_context
-from .graph import BuildOptions, DependencyGraph, op_name
+from .graph import BuildOptions, DependencyGraph, op_name, spelling
 from .masks import Masks
 from .passes.mask import insert_masks
 from .passes.speedup import detach_shared, new_shapes, speedup_pass
@@ -54,12 +54,16 @@ class CompileResult:
         return export_onnx(self.model, self.example_inputs, path, **kwargs)
 
 
-def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None
-            ) -> tuple[torch.fx.GraphModule, DependencyGraph]:
-    """Trace a copy of `model` and build its channel-dependency graph (front end and options from `config`)."""
+def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None,
+            timings: dict[str, float] | None = None) -> tuple[torch.fx.GraphModule, DependencyGraph]:
+    """Trace a copy of `model` and build its channel-dependency graph (front end and options from `config`;
+    the time of each step into `timings`)."""
     cfg = parse_config(config) if config is not None else Config()
-    gm = trace(model, example_inputs, cfg.frontend)
-    dg = DependencyGraph.build(gm, _options(cfg))
+    timings = {} if timings is None else timings
+    with _timed(timings, "trace"):
+        gm = trace(model, example_inputs, cfg.frontend)
+    with _timed(timings, "analyze"):
+        dg = DependencyGraph.build(gm, _options(cfg))
     if dg.unsupported:
         warnings.warn(dg.unsupported_message(), stacklevel=3)
     return gm, dg
@@ -83,8 +87,8 @@ def _check_requests(dg: DependencyGraph, cfg: Config) -> None:
                 ".\nPrunable: FFN channels and attention heads (drop prune_hidden); the hidden size needs a "
                 "model whose outputs do not carry it (e.g. a task head instead of the base model).")
     if cfg.attention is not None and not any(g.prunable.any() for g in dg.groups if cfg.attention in g.roles):
-        spellings = {n: _op_label(dg.gm, n) for n in dg.gm.graph.nodes}
-        attn = [n for n, label in spellings.items() if label in _ATTENTION_OPS]
+        attn = [n for n in dg.gm.graph.nodes if n.op in ("call_module", "call_function", "call_method")
+                and op_name(spelling(n, dg.gm)) in _ATTENTION_OPS]
         where = node_context(attn[0]) if attn else "any node (no softmax or attention op in the graph)"
         raise UnsupportedError(
             f"attention={cfg.attention!r}, but no attention {cfg.attention} are prunable: fxprune does not "
@@ -109,12 +113,6 @@ def _notes(dg: DependencyGraph, masks: Masks, cfg: Config) -> list[str]:
         notes.append(f"attention {role}: {sum(int((~masks.keep[g.id]).sum()) for g in heads)} units removed in "
                      f"{len(heads)} group(s)")
     return notes
-
-
-def _op_label(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str:
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)).__name__
-    return op_name(node.target) if node.op in ("call_function", "call_method") else ""
 
 
 @contextmanager
@@ -142,15 +140,10 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
     cfg = parse_config(config)
     inputs = check_inputs(model, example_inputs)
     timings: dict[str, float] = {}
-    with _timed(timings, "trace"):
-        gm = trace(model, inputs, cfg.frontend)
-    with _timed(timings, "analyze"):
-        dg = DependencyGraph.build(gm, _options(cfg))
+    gm, dg = analyze(model, inputs, cfg, timings)
     _check_requests(dg, cfg)
     with _timed(timings, "masks"):
         masks = compute_masks(dg, cfg, select_layers(dg, cfg))
-    if dg.unsupported:
-        warnings.warn(dg.unsupported_message(), stacklevel=2)
     with _timed(timings, "mask pass"):
         masked = insert_masks(gm, masks)
     with _timed(timings, "speedup"):
