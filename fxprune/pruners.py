@@ -16,10 +16,9 @@ import torch
 
 from .config import Config, RuleConfig, parse_config
 from .errors import ConfigError, InputError
-from .graph import DependencyGraph, Group, Slot, module_class, op_name, spelling
+from .graph import DependencyGraph, Group, Slot, module_class, op_name, rule_nodes
 from .importance import IMPORTANCE
 from .masks import Masks
-from .rules import lookup
 
 __all__ = [
     "Layer", "select_layers", "compute_masks", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner",
@@ -56,10 +55,7 @@ def _layers(dg: DependencyGraph) -> list[Layer]:
     is the module that owns the weight, typed by the module the call ran inside (torch.export) or by
     the function."""
     layers: dict[str, Layer] = {}
-    for node in dg.gm.graph.nodes:
-        rule = lookup(spelling(node, dg.gm)) if node.op in ("call_module", "call_function") else None
-        if rule is None or rule.out_param is None:
-            continue
+    for node, rule in rule_nodes(dg.gm, "out_param"):
         attr, dim = rule.out_param
         if node.op == "call_module":
             module = dg.gm.get_submodule(node.target)

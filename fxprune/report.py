@@ -134,8 +134,9 @@ def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: 
     macs_before, macs_after = count_macs(dense, shapes_before), count_macs(pruned, shapes_after)
     from .pruners import _layers  # one definition of "layer" for config and report
 
+    model_layers = _layers(dg)
     layers = []
-    for layer in _layers(dg):
+    for layer in model_layers:
         nodes = layer.nodes
         key, dim = layer.slot
         before_mod, after_mod = dense.get_submodule(layer.name), pruned.get_submodule(layer.name)
@@ -143,7 +144,7 @@ def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: 
             layer.name, layer.type_name, dg.shapes[key][dim], new_shapes.get(key, dg.shapes[key])[dim],
             _params(before_mod, False), _params(after_mod, False),
             sum(macs_before.get(n, 0) for n in nodes), sum(macs_after.get(n, 0) for n in nodes)))
-    layer_of = {lay.slot: lay.name for lay in _layers(dg)}
+    layer_of = {lay.slot: lay.name for lay in model_layers}
     groups = []
     for g in dg.groups:
         if not g.param_slots():

@@ -149,7 +149,6 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
         if s in masks.graph.contracted and not s.tensor.startswith("@") and "[" not in s.tensor:
             pruned.setdefault(s.tensor, []).append((s.dim, torch.as_tensor(keep)))
     nodes = {n.name: n for n in gm.graph.nodes}
-    count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
     for name, dims in pruned.items():
         node = nodes[name]
         if node.op in ("placeholder", "output", "get_attr"):  # parameters are sliced; their users' outputs masked
@@ -159,13 +158,10 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
         for dim, keep in dims:
             shape = [1] * rank
             shape[dim] = -1
-            buf = f"{MASK_PREFIX}{count}"
-            count += 1
             ref = node.meta.get("tensor_meta")
             dtype = ref.dtype if ref is not None else torch.float32
-            gm.register_buffer(buf, keep.to(dtype).view(shape))
             with gm.graph.inserting_after(last):
-                attr = gm.graph.get_attr(buf)
+                attr = _mask_buffer(gm, keep.to(dtype).view(shape))
             with gm.graph.inserting_after(attr):
                 mul = gm.graph.call_function(torch.mul, (last, attr))
             # Only shape and source meta: e.g. 'is_wrapped' would make codegen call fx.wrap("torch.mul").

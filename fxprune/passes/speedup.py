@@ -107,13 +107,7 @@ def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
                 new = new.index_select(dim, torch.as_tensor(idx, device=new.device))
             done[id(old)] = (torch.nn.Parameter(new, requires_grad=old.requires_grad)
                              if isinstance(old, torch.nn.Parameter) else new)
-        new = done[id(old)]
-        if isinstance(old, torch.nn.Parameter):
-            setattr(owner, attr, new)
-        elif attr in owner._buffers:
-            owner._buffers[attr] = new
-        else:
-            setattr(owner, attr, new)
+        setattr(owner, attr, done[id(old)])  # a Parameter, a buffer or a plain tensor attribute alike
 
 
 def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
