@@ -34,6 +34,7 @@ import torch.fx
 import torch.nn as nn
 
 from .errors import FormatError
+from .passes.trace import set_training
 
 __all__ = ["save", "load", "Loaded", "SavedMasks", "FORMAT_VERSION", "MAGIC"]
 
@@ -297,14 +298,12 @@ def _masks_data(masks: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _outputs(model: nn.Module, inputs: tuple[Any, ...]) -> list[torch.Tensor]:
-    flags = {n: m.training for n, m in model.named_modules()}
-    model.eval()
+    flags = set_training(model, False)
     try:
         with torch.no_grad():
             out = model(*inputs)
     finally:
-        for n, m in model.named_modules():
-            m.train(flags[n])
+        set_training(model, flags)
     return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 

@@ -272,7 +272,8 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     inputs = check_inputs(model, example_inputs)
     original = model
     train_flags = {name: m.training for name, m in model.named_modules()}
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(model)
+    set_training(model, False)
     attrs_before = _attribute_snapshot(model)
     used = frontend
     if isinstance(model, torch.fx.GraphModule):
