@@ -20,16 +20,18 @@ from .errors import (
     VerifyError,
 )
 from .graph import DependencyGraph
-from .io import Loaded, SavedMasks, load, save
 from .masks import Masks
 from .passes.export import ExportResult, export_onnx
 from .rules import Rule, register_rule
+from .serialize import Loaded, SavedMasks, load, save
+from .session import Session, prepare
+from .version import __version__
 
 __all__ = [
-    "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
+    "compile", "prepare", "Session", "speedup", "analyze", "CompileResult", "Config", "parse_config",
+    "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
     "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
     "models",
-    "FormatError", "save", "load", "Loaded", "SavedMasks",
+    "FormatError", "save", "load", "Loaded", "SavedMasks", "__version__",
 ]
-__version__ = "0.1.0"

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .catalog import ALGORITHMS
 from .errors import FxPruneError
 
 __all__ = ["main"]
@@ -94,6 +95,11 @@ examples:
   fxprune demo --quick
   fxprune demo --sparsity 0.3 --pruner fpgm --batch-sizes 1 --out demo_out/
 """
+
+
+#: What the demo can run without data: the structured weight criteria of the catalogue.
+_DEMO_PRUNERS = [a.name for a in ALGORITHMS.values()
+                 if a.implemented and a.family == "weights" and a.unit == "channels"]
 
 
 class CLIError(FxPruneError):
@@ -299,7 +305,7 @@ def _check_runs(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], name: 
 
 def _save_model(result: Any, path: Path) -> None:
     """Write the pruned model with `fxprune.save` (no pickled code; `fxprune.load(path).model` reads it)."""
-    from .io import save
+    from .serialize import save
 
     save(result, path)
 
@@ -587,7 +593,7 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog=_PROG, description=_wrap("fxprune: a pruning compiler for PyTorch. Prune a model, export it "
                      "to ONNX, check it in onnxruntime and measure the speedup."), epilog=_EPILOG_MAIN,
                      formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
-    from . import __version__
+    from .version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,prune,bench}", parser_class=_Parser)
@@ -598,7 +604,7 @@ def _build_parser() -> _Parser:
                           "group, score, mask, remove channels, verify), export dense and pruned to ONNX, "
                           "check them in onnxruntime, and time both."), epilog=_EPILOG_DEMO)
     demo.add_argument("--sparsity", type=float, default=0.5, help="fraction of channels removed (default: 0.5)")
-    demo.add_argument("--pruner", default="l1", choices=["l1", "l2", "fpgm"], help="criterion (default: l1)")
+    demo.add_argument("--pruner", default="l1", choices=_DEMO_PRUNERS, help="criterion (default: l1)")
     demo.add_argument("--quick", action="store_true",
                       help="small and fast: width 16, 64x64 input, batch 1, few timed runs (a smoke test)")
     demo.add_argument("--width", type=int, default=None, help="first-stage channels (default: 64, --quick: 16)")

@@ -16,25 +16,26 @@ import dataclasses
 import difflib
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import ALGORITHMS, Algorithm, implemented
 from .errors import ConfigError
 
 __all__ = ["Config", "RuleConfig", "parse_config", "PRUNERS"]
 
-#: Pruner names accepted in `config["pruner"]`; structured ones remove channels, `level` weights.
-PRUNERS = ("l1", "l2", "fpgm", "level")
+#: Pruner names this build runs (the catalogue, `fxprune.catalog`, lists the others too).
+PRUNERS = tuple(implemented())
 
 _TOP_KEYS = {
-    "pruner": "which importance / algorithm: " + ", ".join(PRUNERS),
+    "pruner": "the algorithm: " + ", ".join(PRUNERS),
     "sparsity": "shorthand for rules=[{'sparsity': s, 'op_types': ['default']}]",
-    "rules": "NNI config_list",
-    "config_list": "alias of rules",
-    "global": "rank channels across all selected groups instead of per group",
+    "rules": "NNI config_list (alias: config_list)",
+    "global_ranking": "rank channels across all selected groups instead of per group (alias: global)",
     "round_to": "keep channel counts a multiple of N",
-    "dependency_aware": "score channels over every parameter of their group (NNI's mode flag)",
-    "mode": "NNI's 'dependency_aware' | 'normal'",
+    "mode": "'dependency_aware' (score a channel over its whole group) | 'normal' (the layer's own weights, as "
+            "NNI) | 'global' (dependency-aware scores, ranked across groups); alias: dependency_aware=True/False",
     "verify": "check masked == pruned on the example inputs (default True)",
     "rtol": "relative tolerance of the check",
     "atol": "absolute tolerance of the check",
@@ -42,9 +43,16 @@ _TOP_KEYS = {
     "attention": "where a view splits channels into (heads, head_dim): prune 'heads' or 'head_dim'; None (default):"
                  " heads where the view allows it, without an error where no heads are prunable",
     "prune_hidden": "also prune the hidden size (residual stream, norms, embeddings); default False",
+    "data": "an iterable of batches (x, or (x, y) pairs) for the algorithms that need statistics or training",
+    "loss": "loss(output, target) -> scalar, for the algorithms that need gradients",
+    "batches": "how many batches of `data` to collect statistics over (default: all of one pass)",
+    "options": "algorithm-specific parameters, as a dict (e.g. {'scale': 1e-4} for slim)",
 }
+#: Other spellings accepted in dicts (NNI's and earlier fxprune's), mapped to the one vocabulary above.
+_ALIASES = {"config_list": "rules", "global": "global_ranking"}
 _FRONTENDS = ("auto", "fx", "export")
 _ATTENTION = ("heads", "head_dim")
+_MODES = ("dependency_aware", "normal", "global")
 _RULE_KEYS = {"sparsity", "sparse_ratio", "sparsity_per_layer", "op_types", "op_names", "op_partial_names",
               "exclude", "total_sparsity", "max_sparsity_per_layer"}
 
@@ -61,14 +69,6 @@ class RuleConfig:
     total_sparsity: float | None = None
     max_sparsity_per_layer: float | dict[str, float] | None = None
 
-    def matches(self, name: str, type_name: str, default_types: tuple[str, ...]) -> bool:
-        """Whether a layer (qualname, class name) is selected by this entry."""
-        by_type = not self.op_types or type_name in self.op_types or (
-            "default" in self.op_types and type_name in default_types)
-        by_name = (not self.op_names or name in self.op_names) and (
-            not self.op_partial_names or any(p in name for p in self.op_partial_names))
-        return by_type and by_name
-
     @property
     def target(self) -> float:
         return self.total_sparsity if self.sparsity is None else self.sparsity
@@ -76,19 +76,39 @@ class RuleConfig:
 
 @dataclass
 class Config:
-    """A validated config. Build it with `parse_config`."""
+    """A config: the same names as the dict keys. Build it in code or from a dict; `parse_config` (which
+    every entry point calls) validates both the same way and returns a new, normalised Config whose
+    `rules` hold the sparsity (`sparsity` is then None)."""
 
     pruner: str = "l1"
-    rules: list[RuleConfig] = field(default_factory=list)
+    sparsity: float | None = None
+    rules: list[Any] = field(default_factory=list)
     global_ranking: bool = False
     round_to: int = 1
-    dependency_aware: bool = True
+    mode: str = "dependency_aware"
     verify: bool = True
     rtol: float = 1e-4
     atol: float = 1e-5
     frontend: str = "auto"
     attention: str | None = None
     prune_hidden: bool = False
+    data: Any = None
+    loss: Any = None
+    batches: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dependency_aware(self) -> bool:
+        """Score a channel over every tensor of its group (else over the layer's own weights, NNI's normal)."""
+        return self.mode != "normal"
+
+    @property
+    def ranks_globally(self) -> bool:
+        return self.global_ranking or self.mode == "global"
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return ALGORITHMS[self.pruner]
 
 
 def _suggest(key: str, known: Any) -> str:
@@ -155,34 +175,69 @@ def _parse_rule(entry: Any, i: int) -> RuleConfig:
     return rule
 
 
+def _pruner(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in ALGORITHMS:
+        raise ConfigError(f"config['pruner'] = {value!r} is not one of {', '.join(PRUNERS)}"
+                          f"{_suggest(str(value).lower(), ALGORITHMS)}")
+    name = value.lower()
+    if name not in PRUNERS:
+        algo = ALGORITHMS[name]
+        raise ConfigError(f"config['pruner'] = {name!r} ({'/'.join(algo.nni)}) is in the NNI catalogue but not "
+                          f"implemented in this build; implemented: {', '.join(PRUNERS)}")
+    return name
+
+
+def _rule_dict(rule: RuleConfig) -> dict[str, Any]:
+    """A parsed rule as the config_list entry it came from (fields left at their defaults omitted)."""
+    default = RuleConfig()
+    return {k: v for k, v in vars(rule).items() if v is not getattr(default, k) and v != getattr(default, k)
+            or isinstance(v, float)}
+
+
+def _as_dict(config: Config) -> dict[str, Any]:
+    """A Config built in code, as the dict it stands for (defaults left out; rules as plain dicts)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        value = getattr(config, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name == "rules":
+            value = [_rule_dict(r) if isinstance(r, RuleConfig) else r for r in value]
+        if f.name in ("pruner", "rules") or value is not default and value != default:
+            out[f.name] = value
+    if not out["rules"]:
+        del out["rules"]
+    return out
+
+
 def parse_config(config: Any) -> Config:
-    """Validate a config dict, dataclass or bare NNI config_list.
+    """Validate a config dict, a `Config` built in code, or a bare NNI config_list.
+
+    Returns:
+        A new Config (the input is not modified) with the rules parsed and `sparsity` folded into them.
 
     Raises:
         ConfigError: naming the key and the fix, for any unknown key, wrong type or value.
     """
     if isinstance(config, Config):
-        return config
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        config = dataclasses.asdict(config)
+        config = _as_dict(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     if isinstance(config, (list, tuple)):
         config = {"rules": list(config)}
     if not isinstance(config, dict):
-        raise ConfigError(f"config must be a dict or an NNI config_list, got {type(config).__name__}")
+        raise ConfigError(f"config must be a dict, a fxprune.Config or an NNI config_list, got "
+                          f"{type(config).__name__}")
     for key in config:
-        if key not in _TOP_KEYS:
-            raise ConfigError(f"unknown config key '{key}'{_suggest(key, _TOP_KEYS)}; known keys:\n"
+        if key not in _TOP_KEYS and key not in _ALIASES and key != "dependency_aware":
+            raise ConfigError(f"unknown config key '{key}'{_suggest(key, [*_TOP_KEYS, *_ALIASES])}; known keys:\n"
                               + "\n".join(f"  {k}: {v}" for k, v in _TOP_KEYS.items()))
-    cfg = Config()
-    pruner = config.get("pruner", "l1")
-    if not isinstance(pruner, str) or pruner.lower() not in PRUNERS:
-        raise ConfigError(f"config['pruner'] = {pruner!r} is not one of {', '.join(PRUNERS)}"
-                          f"{_suggest(str(pruner).lower(), PRUNERS)}")
-    cfg.pruner = pruner.lower()
-    if "rules" in config and "config_list" in config:
-        raise ConfigError("config gives both 'rules' and 'config_list': keep one")
-    rules = config.get("rules", config.get("config_list"))
-    if rules is not None and "sparsity" in config:
+    for alias, key in _ALIASES.items():
+        if alias in config and key in config:
+            raise ConfigError(f"config gives both '{key}' and '{alias}' (its alias): keep one")
+    config = {_ALIASES.get(k, k): v for k, v in config.items()}
+    cfg = Config(pruner=_pruner(config.get("pruner", "l1")))
+    rules = config.get("rules")
+    if rules is not None and config.get("sparsity") is not None:
         raise ConfigError("config gives both 'sparsity' and 'rules': put the sparsity inside the rules")
     if rules is None:
         if "sparsity" not in config:
@@ -193,16 +248,17 @@ def parse_config(config: Any) -> Config:
     cfg.rules = [_parse_rule(e, i) for i, e in enumerate(rules)]
     if all(r.exclude for r in cfg.rules):
         raise ConfigError("every entry of config['rules'] is an exclude: add one with a sparsity")
-    cfg.global_ranking = _flag(config.get("global", False), "config['global']")
+    cfg.global_ranking = _flag(config.get("global_ranking", False), "config['global_ranking']")
     round_to = config.get("round_to", 1)
     if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ConfigError(f"config['round_to'] = {round_to!r} must be a positive int, e.g. 8")
     cfg.round_to = int(round_to)
     mode = config.get("mode", "dependency_aware")
-    if mode not in ("dependency_aware", "normal"):
-        raise ConfigError(f"config['mode'] = {mode!r} must be 'dependency_aware' or 'normal'")
-    cfg.dependency_aware = _flag(config.get("dependency_aware", mode == "dependency_aware"),
-                                 "config['dependency_aware']")
+    if mode not in _MODES:
+        raise ConfigError(f"config['mode'] = {mode!r} must be 'dependency_aware' or 'normal' (or 'global')")
+    if "dependency_aware" in config:  # NNI v1's flag
+        mode = "dependency_aware" if _flag(config["dependency_aware"], "config['dependency_aware']") else "normal"
+    cfg.mode = mode
     cfg.verify = _flag(config.get("verify", True), "config['verify']")
     for key in ("rtol", "atol"):
         if key in config:
@@ -217,8 +273,21 @@ def parse_config(config: Any) -> Config:
             raise ConfigError(f"config['{key}'] = {value!r} must be one of {', '.join(map(repr, allowed))}"
                               f"{_suggest(str(value), [a for a in allowed if a])}")
         setattr(cfg, key, value)
-    prune_hidden = config.get("prune_hidden", False)
-    if not isinstance(prune_hidden, bool):
-        raise ConfigError(f"config['prune_hidden'] = {prune_hidden!r} must be True or False")
-    cfg.prune_hidden = prune_hidden
+    cfg.prune_hidden = _flag(config.get("prune_hidden", False), "config['prune_hidden']")
+    cfg.data, cfg.loss = config.get("data"), config.get("loss")
+    if cfg.data is not None and not isinstance(cfg.data, Iterable):
+        raise ConfigError(f"config['data'] must be an iterable of batches (a DataLoader, a list of (x, y) pairs), "
+                          f"got {type(cfg.data).__name__}")
+    if cfg.loss is not None and not callable(cfg.loss):
+        raise ConfigError(f"config['loss'] must be callable as loss(output, target), got {type(cfg.loss).__name__}")
+    batches = config.get("batches")
+    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, numbers.Integral)
+                                or batches < 1):
+        raise ConfigError(f"config['batches'] = {batches!r} must be a positive int (the number of batches of "
+                          "config['data'] to collect statistics over)")
+    cfg.batches = batches
+    options = config.get("options", {})
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"config['options'] must be a dict of algorithm parameters, got {options!r}")
+    cfg.options = dict(options)
     return cfg

@@ -1,19 +1,52 @@
-"""Importance criteria: a group -> one score per channel (class) of the group, higher = keep.
+"""Importance criteria: a group (and what the probe pass collected) -> one score per channel, higher = keep.
 
-Scores aggregate over every parameter slice that a channel owns in the group (the conv filter, the
-BatchNorm scale and shift, the next layer's input columns, ...), so a channel is judged by all it
-would take with it. `slots` restricts the aggregation (NNI's 'normal' mode: the layer's own filters).
+Every criterion aggregates over the tensors a channel owns in its group: all of them in
+dependency-aware mode (the conv filter, the BatchNorm scale and shift, the next layer's input columns,
+the activations the probe pass saw), or only those in `slots` (NNI's normal mode: the layer's own).
+`CRITERIA[name]` says what each needs: weights (always there), activations or gradients (collected
+over batches by `fxprune.passes.probe` into a `Stats`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from .graph import DependencyGraph, Group, Slot
 
-__all__ = ["l1", "l2", "fpgm", "IMPORTANCE"]
+__all__ = ["Stats", "Criterion", "CRITERIA", "l1", "l2", "fpgm", "bn_scale", "apoz", "mean_activation", "taylor"]
+
+
+@dataclass
+class Stats:
+    """Statistics the probe pass accumulated, per element of a slot (a channel of a tensor).
+
+    Attributes:
+        batches: forward passes counted.
+        activation_sum: sum of the activation over every position but the channel dim, per channel.
+        activation_zeros: how many of those positions were exactly zero, per channel.
+        positions: how many positions each channel of a slot was summed over.
+        weight_taylor: per parameter qualname, sum over backward passes of (w * dL/dw)^2 (weight's shape).
+        backward: backward passes counted.
+    """
+
+    batches: int = 0
+    activation_sum: dict[Slot, torch.Tensor] = field(default_factory=dict)
+    activation_zeros: dict[Slot, torch.Tensor] = field(default_factory=dict)
+    positions: dict[Slot, int] = field(default_factory=dict)
+    weight_taylor: dict[str, torch.Tensor] = field(default_factory=dict)
+    backward: int = 0
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A scoring function `fn(dg, group, stats, slots) -> scores` and what it needs:
+    "weights", "activations" or "gradients"."""
+
+    fn: Callable[[DependencyGraph, Group, Stats | None, set[Slot] | None], torch.Tensor]
+    needs: frozenset[str]
 
 
 def _is_param(dg: DependencyGraph, s: Slot) -> bool:
@@ -29,11 +62,18 @@ def _tensor(dg: DependencyGraph, s: Slot) -> torch.Tensor:
 
 
 def _accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,
-                per_element: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+                per_element: Callable[[torch.Tensor, int], torch.Tensor],
+                tensor: Callable[[Slot], torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Sum `per_element(t, dim)` (one value per element of the slot) into the group's classes, over its
+    parameter slots (or the slots `tensor` gives a tensor for)."""
     scores = torch.zeros(group.n_units, dtype=torch.float64)
-    for s in group.param_slots():
-        if slots is None or s in slots:
-            scores.index_add_(0, torch.as_tensor(group.slot_class[s]), per_element(_tensor(dg, s), s.dim).double())
+    candidates = group.param_slots() if tensor is None else group.slots
+    for s in candidates:
+        if slots is not None and s not in slots:
+            continue
+        t = _tensor(dg, s) if tensor is None else tensor(s)
+        if t is not None:
+            scores.index_add_(0, torch.as_tensor(group.slot_class[s]), per_element(t, s.dim).double())
     return scores
 
 
@@ -41,19 +81,20 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
     return [i for i in range(t.dim()) if i != d]
 
 
-def l1(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
+def l1(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L1 norm of everything a channel owns ("Pruning Filters for Efficient ConvNets")."""
     return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1
                        else t.abs())
 
 
-def l2(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
+def l2(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L2 norm of everything a channel owns."""
     return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 2, _others(t, d)).square()
                        if t.dim() > 1 else t.square()).sqrt()
 
 
-def fpgm(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> torch.Tensor:
+def fpgm(dg: DependencyGraph, group: Group, stats: Stats | None = None,
+         slots: set[Slot] | None = None) -> torch.Tensor:
     """Distance to the other channels (geometric-median criterion, FPGM): near-median = replaceable."""
 
     def distance_sum(t: torch.Tensor, d: int) -> torch.Tensor:
@@ -63,4 +104,52 @@ def fpgm(dg: DependencyGraph, group: Group, slots: set[Slot] | None = None) -> t
     return _accumulate(dg, group, slots, distance_sum)
 
 
-IMPORTANCE: dict[str, Callable[..., torch.Tensor]] = {"l1": l1, "l2": l2, "fpgm": fpgm}
+def bn_scale(dg: DependencyGraph, group: Group, stats: Stats | None = None,
+             slots: set[Slot] | None = None) -> torch.Tensor:
+    """|gamma| of the BatchNorm layers in the group (Network Slimming); a group without one scores 0."""
+
+    def is_scale(s: Slot) -> bool:
+        owner = s.tensor[1:].rpartition(".")[0]
+        cls = dg.gm.meta.get("module_classes", {}).get(owner)
+        norm = torch.nn.modules.batchnorm._NormBase
+        return s.tensor.endswith(".weight") and s.dim == 0 and cls is not None and issubclass(cls, norm)
+
+    return _accumulate(dg, group, slots, lambda t, d: t.abs(), lambda s: _tensor(dg, s) if is_scale(s) else None)
+
+
+def _activation(stats: Stats | None,
+                per_channel: Callable[[Slot], torch.Tensor]) -> Callable[[Slot], torch.Tensor | None]:
+    if stats is None:
+        raise ValueError("this criterion needs activation statistics: collect them with the probe pass first")
+    return lambda s: per_channel(s) if s in stats.activation_sum else None
+
+
+def apoz(dg: DependencyGraph, group: Group, stats: Stats | None = None,
+         slots: set[Slot] | None = None) -> torch.Tensor:
+    """1 - APoZ (average percentage of zeros) of the activations the probes saw: mostly-zero channels go."""
+    return _accumulate(dg, group, slots, lambda t, d: t, _activation(
+        stats, lambda s: 1 - stats.activation_zeros[s].double() / stats.positions[s]))
+
+
+def mean_activation(dg: DependencyGraph, group: Group, stats: Stats | None = None,
+                    slots: set[Slot] | None = None) -> torch.Tensor:
+    """Mean activation per channel over every batch and position the probes saw."""
+    return _accumulate(dg, group, slots, lambda t, d: t, _activation(
+        stats, lambda s: stats.activation_sum[s].double() / stats.positions[s]))
+
+
+def taylor(dg: DependencyGraph, group: Group, stats: Stats | None = None,
+           slots: set[Slot] | None = None) -> torch.Tensor:
+    """First-order Taylor: sum over backward passes of (w * dL/dw)^2, summed over what a channel owns."""
+    if stats is None or not stats.weight_taylor:
+        raise ValueError("taylor needs weight gradients: collect them with the probe pass first")
+    return _accumulate(dg, group, slots, lambda t, d: t.sum(_others(t, d)) if t.dim() > 1 else t,
+                       lambda s: stats.weight_taylor.get(s.tensor[1:]))
+
+
+_W, _A, _G = frozenset({"weights"}), frozenset({"activations"}), frozenset({"gradients"})
+#: name -> Criterion. `magnitude` (Level) and `movement` score single weights and live with their algorithms.
+CRITERIA: dict[str, Criterion] = {
+    "l1": Criterion(l1, _W), "l2": Criterion(l2, _W), "fpgm": Criterion(fpgm, _W), "bn_scale": Criterion(bn_scale, _W),
+    "apoz": Criterion(apoz, _A), "mean_activation": Criterion(mean_activation, _A), "taylor": Criterion(taylor, _G),
+}

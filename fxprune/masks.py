@@ -1,15 +1,24 @@
-"""Masks: which channels of each group are kept, and (unstructured) which weights are zero."""
+"""Masks: which channels of each group are kept, and (unstructured) which weights are zero; and the
+selection that turns scores into them (`compute_masks`: per group with per-tensor quotas, or ranked
+globally; `round_to`; NNI's `max_sparsity_per_layer`)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .graph import DependencyGraph, Slot
+from .config import Config, RuleConfig
+from .graph import DependencyGraph, Group, Slot
+from .layers import Layer
 
-__all__ = ["Masks"]
+__all__ = ["Masks", "compute_masks", "magnitude_masks", "Scorer"]
+
+#: scores for one group: (group, slots or None for the whole group) -> one score per channel, higher = keep
+Scorer = Callable[[Group, "set[Slot] | None"], torch.Tensor]
 
 
 @dataclass
@@ -70,3 +79,152 @@ class Masks:
                 layer, _, attr = key[1:].rpartition(".")
                 out.setdefault(layer, {})[attr] = mask
         return out
+
+
+def _cap(rule: RuleConfig, layer_names: list[str]) -> float:
+    cap = rule.max_sparsity_per_layer
+    if cap is None:
+        return 1.0
+    if isinstance(cap, dict):
+        return min((cap.get(n, 1.0) for n in layer_names), default=1.0)
+    return cap
+
+
+def compute_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: Scorer,
+                  previous: Masks | None = None) -> Masks:
+    """Scores -> per-group keep vectors for the selected layers.
+
+    Args:
+        dg: the dependency graph.
+        cfg: the config (rules, global ranking, round_to, mode).
+        layers: the selected layers (`fxprune.layers.select_layers`).
+        score: the criterion, bound to its statistics: `score(group, slots)` (slots None: the whole group).
+        previous: masks already applied: their removed channels stay removed and count towards the
+            sparsity (they score below every other channel), so a later step only removes more.
+    """
+    masks = Masks(dg)
+    by_group: dict[int, list[Layer]] = {}
+    for layer in layers:
+        by_group.setdefault(dg.group_of[layer.slot], []).append(layer)
+
+    pools: dict[int, list[tuple[int, torch.Tensor, float]]] = {}  # rule id -> (group, norm scores, cap)
+    for gid, members in by_group.items():
+        group = dg.groups[gid]
+        prunable = group.prunable.copy()
+        if any(m.excluded for m in members) or not prunable.any():
+            continue
+        rules = [m.rule for m in members if m.rule is not None]
+        only = None if cfg.dependency_aware else {m.slot for m in members}
+        scores = score(group, only)
+        scores[~torch.as_tensor(prunable)] = float("inf")
+        gone = previous.keep.get(gid) if previous is not None else None
+        if gone is not None and not gone.all():
+            finite = scores[torch.isfinite(scores)]
+            floor = (finite.min().item() if finite.numel() else 0.0) - 1.0
+            scores[torch.as_tensor(~gone)] = floor
+        if cfg.ranks_globally or any(r.total_sparsity is not None for r in rules):
+            rule = rules[0]
+            finite = scores[torch.isfinite(scores)]
+            norm = scores / (finite.mean() if finite.numel() and finite.mean() > 0 else 1.0)
+            pools.setdefault(id(rule), []).append((gid, norm, _cap(rule, [m.name for m in members])))
+            pools[id(rule)].sort(key=lambda t: t[0])
+            continue
+        sparsity = max(r.sparsity for r in rules)
+        masks.keep[gid] = _choose(group, scores, sparsity, sparsity * group.n_units, cfg.round_to)
+
+    rule_of = {id(m.rule): m.rule for m in layers if m.rule is not None}
+    for rid, entries in pools.items():
+        _global_keep(masks, dg, rule_of[rid].target, entries, cfg.round_to)
+    if previous is not None:  # never revive: what an earlier step removed stays removed
+        for gid, keep in previous.keep.items():
+            masks.keep[gid] = masks.keep.get(gid, keep) & keep
+    return masks
+
+
+def _slot_quota(group: Group, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per slot: elements each class would take from it, and how many it may lose (keeps >= 1)."""
+    rows = (np.bincount(group.slot_class[s], minlength=group.n_units) for s in group.slots)
+    counts = np.stack(list({r.tobytes(): r for r in rows}.values()))  # equal rows share one quota
+    sizes = counts.sum(1)
+    caps = np.minimum(np.floor(sparsity * sizes + 1e-9), sizes - 1)
+    return counts, caps
+
+
+def _choose(group: Group, scores: torch.Tensor, sparsity: float, budget: float, round_to: int) -> np.ndarray:
+    """Keep vector for one group: drop the lowest scores, at most `budget` channels, and no tensor
+    dim of the group (a concat input, a split window, ...) loses more than `sparsity` of itself."""
+    counts, caps = _slot_quota(group, sparsity)
+    keep = np.ones(group.n_units, dtype=bool)
+    values = scores.numpy()
+    order = np.argsort(values, kind="stable")
+    order = order[np.isfinite(values[order])]
+    budget = int(math.floor(budget + 1e-9))
+    lowest = order[:budget]
+    if np.all(counts[:, lowest].sum(1) <= caps):  # the lowest scores respect every quota: take them all
+        keep[lowest] = False
+        order = order[:0]
+    removed, n_removed = np.zeros(len(caps)), 0
+    for c in order:  # otherwise greedily, skipping channels that would empty a slot past its quota
+        if n_removed >= budget:
+            break
+        if np.all(removed + counts[:, c] <= caps):
+            keep[c] = False
+            removed += counts[:, c]
+            n_removed += 1
+    if round_to > 1:  # give back the best removed channels until the kept count is a multiple
+        n_keep = min(group.n_units, int(math.ceil(keep.sum() / round_to) * round_to))
+        back = [c for c in torch.argsort(scores, descending=True).numpy() if not keep[c]]
+        keep[back[: n_keep - int(keep.sum())]] = True
+    return keep
+
+
+def _global_keep(masks: Masks, dg: DependencyGraph, sparsity: float,
+                 entries: list[tuple[int, torch.Tensor, float]], round_to: int) -> None:
+    """Rank normalised scores across groups: remove `sparsity` of all their channels in total, each
+    group capped by max_sparsity_per_layer (and keeping at least one channel per tensor dim)."""
+    total = sum(dg.groups[gid].n_units for gid, _, _ in entries)
+    flat = torch.cat([s for _, s, _ in entries])
+    finite = flat[torch.isfinite(flat)]
+    k = int(math.floor(sparsity * total + 1e-9))
+    threshold = finite.sort().values[k - 1].item() if 0 < k <= finite.numel() else -math.inf
+    for gid, scores, cap in entries:
+        group = dg.groups[gid]
+        want = int((scores <= threshold).sum())
+        masks.keep[gid] = _choose(group, scores, cap, min(want, cap * group.n_units), round_to)
+
+
+def magnitude_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Masks:
+    """Unstructured magnitude masks (Level) on each selected layer's weight (per layer, or global)."""
+    masks = Masks(dg)
+    chosen = [lay for lay in layers if not lay.excluded]
+    pools: dict[int, list[Layer]] = {}
+    for layer in chosen:
+        weight = dg.gm.get_parameter(layer.slot.tensor[1:]).detach().abs()
+        if layer.rule.total_sparsity is not None or cfg.ranks_globally:
+            pools.setdefault(id(layer.rule), []).append(layer)
+            continue
+        masks.weights[layer.slot.tensor[1:]] = _magnitude_keep(weight, layer.rule.sparsity)
+    for members in pools.values():
+        weights = [dg.gm.get_parameter(m.slot.tensor[1:]).detach().abs() for m in members]
+        flat = torch.cat([w.flatten() for w in weights])
+        k = int(math.floor(members[0].rule.target * flat.numel()))
+        threshold = flat.kthvalue(k).values if k > 0 else -1.0
+        for m, w in zip(members, weights):
+            masks.weights[m.slot.tensor[1:]] = w > threshold
+    by_tensor: dict[int, list[str]] = {}  # tied weights: one tensor, one mask (zero what any name zeroes)
+    for name in masks.weights:
+        by_tensor.setdefault(id(dg.gm.get_parameter(name)), []).append(name)
+    for names in by_tensor.values():
+        if len(names) > 1:
+            keep = torch.stack([masks.weights[n] for n in names]).all(0)
+            for n in names:
+                masks.weights[n] = keep
+    return masks
+
+
+def _magnitude_keep(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    k = int(math.floor(sparsity * weight.numel()))
+    keep = torch.ones_like(weight, dtype=torch.bool)
+    if k > 0:
+        keep.view(-1)[torch.argsort(weight.flatten(), stable=True)[:k]] = False
+    return keep

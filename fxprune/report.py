@@ -14,9 +14,10 @@ import torch
 import torch.fx
 
 from .graph import DependencyGraph, NodeView, rule_nodes, tensor_shapes
+from .layers import find_layers
 from .masks import Masks
 
-__all__ = ["Report", "LayerStats", "GroupStats", "count_macs", "build_report"]
+__all__ = ["Report", "LayerStats", "GroupStats", "Baseline", "count_macs", "build_report"]
 
 
 @dataclass
@@ -126,23 +127,35 @@ def _params(module: torch.nn.Module, recurse: bool = True) -> int:
     return sum(p.numel() for p in module.parameters(recurse=recurse))
 
 
-def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: DependencyGraph, masks: Masks,
-                 new_shapes: dict[str, tuple[int, ...]], *, pruner: str, frontend: str) -> Report:
-    """Compare the traced (dense) and pruned GraphModules layer by layer."""
-    shapes_before = {k: v for n in dense.graph.nodes for k, v in tensor_shapes(n).items()}
-    shapes_after = {**shapes_before, **{k: v for k, v in new_shapes.items() if not k.startswith("@")}}
-    macs_before, macs_after = count_macs(dense, shapes_before), count_macs(pruned, shapes_after)
-    from .pruners import _layers  # one definition of "layer" for config and report
+@dataclass
+class Baseline:
+    """The model as it came in, measured once before any mask is inserted: the report's "before" column."""
 
-    model_layers = _layers(dg)
+    params: int
+    layer_params: dict[str, int]
+    macs: dict[str, int]
+
+    @classmethod
+    def measure(cls, gm: torch.fx.GraphModule, dg: DependencyGraph) -> Baseline:
+        shapes = {k: v for n in gm.graph.nodes for k, v in tensor_shapes(n).items()}
+        layer_params = {layer.name: _params(gm.get_submodule(layer.name), False) for layer in find_layers(dg)}
+        return cls(_params(gm), layer_params, count_macs(gm, shapes))
+
+
+def build_report(baseline: Baseline, pruned: torch.fx.GraphModule, dg: DependencyGraph, masks: Masks,
+                 new_shapes: dict[str, tuple[int, ...]], *, pruner: str, frontend: str) -> Report:
+    """Compare the model as it came in (`baseline`) and the pruned GraphModule, layer by layer."""
+    shapes_before = {k: v for n in dg.gm.graph.nodes for k, v in tensor_shapes(n).items()}
+    shapes_after = {**shapes_before, **{k: v for k, v in new_shapes.items() if not k.startswith("@")}}
+    macs_before, macs_after = baseline.macs, count_macs(pruned, shapes_after)
+    model_layers = find_layers(dg)
     layers = []
     for layer in model_layers:
         nodes = layer.nodes
         key, dim = layer.slot
-        before_mod, after_mod = dense.get_submodule(layer.name), pruned.get_submodule(layer.name)
         layers.append(LayerStats(
             layer.name, layer.type_name, dg.shapes[key][dim], new_shapes.get(key, dg.shapes[key])[dim],
-            _params(before_mod, False), _params(after_mod, False),
+            baseline.layer_params[layer.name], _params(pruned.get_submodule(layer.name), False),
             sum(macs_before.get(n, 0) for n in nodes), sum(macs_after.get(n, 0) for n in nodes)))
     layer_of = {lay.slot: lay.name for lay in model_layers}
     groups = []
@@ -156,5 +169,5 @@ def build_report(dense: torch.fx.GraphModule, pruned: torch.fx.GraphModule, dg: 
         groups.append(GroupStats(g.id, names, g.n_units, int(keep.sum()) if keep is not None else g.n_units,
                                  int(g.frozen.sum()), g.reasons[:3]))
     nonzero = sum(int((p != 0).sum()) for p in pruned.parameters())
-    return Report(pruner, frontend, _params(dense), _params(pruned), sum(macs_before.values()),
+    return Report(pruner, frontend, baseline.params, _params(pruned), sum(macs_before.values()),
                   sum(macs_after.values()), nonzero, layers, groups, unsupported=dg.unsupported_message())

@@ -216,7 +216,7 @@ def test_internal_error_is_exit_1_and_debug_shows_traceback(user, capsys, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("fxprune.compiler.trace", boom)
+    monkeypatch.setattr("fxprune.session.trace", boom)
     args = ["prune", f"{USER_MODULE}:build", "-c", str(src / "prune.yaml"), "-i", "1,3,16,16", "-o", "out",
             "--no-bench", "-q"]
     assert main(args) == 1

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxprune
-from fxprune.io import FORMAT_VERSION
+from fxprune.serialize import FORMAT_VERSION
 from tests.fixtures import FAMILY, RULE_CASES, UnknownCustomOp
 
 torch.set_num_threads(1)

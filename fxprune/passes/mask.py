@@ -21,10 +21,10 @@ import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-from ..graph import NodeView, rule_nodes
+from ..graph import NodeView, Slot, rule_nodes
 from ..masks import Masks
 
-__all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext",
+__all__ = ["insert_masks", "update_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext",
            "bake_parametrizations"]
 
 MASK_PREFIX = "fxprune_mask_"
@@ -57,22 +57,24 @@ def is_mask_node(node: torch.fx.Node) -> bool:
 class MaskContext(NodeView):
     """What a rule's `mask` hook sees: the kept channels, and ways to swap the node for a masked twin."""
 
-    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks,
+                 maskable: set[int] | None = None) -> None:
         super().__init__(gm, node, masks.graph.shapes)
         self.masks = masks
+        self.maskable = maskable or set()
 
     def keep_buffer(self, key: str, dim: int) -> torch.fx.Node | None:
-        """A get_attr node of a 0/1 buffer shaped to broadcast along (key, dim), or None if nothing is pruned."""
-        kept = self.masks.kept(key, dim)
-        if kept is None:
-            return None
+        """A get_attr node of a 0/1 buffer shaped to broadcast along (key, dim), or None if nothing is pruned
+        there (and its group is not one the session may prune later)."""
         rank = len(self.shapes[key])
+        slot = Slot(key, dim % rank)
+        keep = _keep_or_ones(self.masks, slot, self.maskable)
+        if keep is None:
+            return None
         shape = [1] * rank
         shape[dim % rank] = -1
-        keep = torch.zeros(self.shapes[key][dim])
-        keep[torch.as_tensor(kept)] = 1
         with self.gm.graph.inserting_before(self.node):
-            return _mask_buffer(self.gm, keep.view(shape))
+            return _mask_buffer(self.gm, keep.float().view(shape), slot)
 
     def get_attr(self, target: str) -> torch.fx.Node:
         """A get_attr node (marked as a mask node, so speedup drops it once unused) for a module attribute."""
@@ -88,11 +90,43 @@ class MaskContext(NodeView):
         self.node.args, self.node.kwargs = args, {**self.node.kwargs, "keep": keep}
 
 
-def _mask_buffer(gm: torch.fx.GraphModule, value: torch.Tensor) -> torch.fx.Node:
-    count = sum(1 for name, _ in gm.named_buffers() if name.startswith(MASK_PREFIX))
-    buf = f"{MASK_PREFIX}{count}"
+def _mask_buffer(gm: torch.fx.GraphModule, value: torch.Tensor, slot: Slot) -> torch.fx.Node:
+    """Register a mask buffer for `slot` (recorded in `gm.meta["fxprune_masks"]` for `update_masks`)."""
+    slots = gm.meta.setdefault("fxprune_masks", {})
+    buf = f"{MASK_PREFIX}{len(slots)}"
     gm.register_buffer(buf, value)
+    slots[buf] = slot
     return gm.graph.get_attr(buf)
+
+
+def _keep_or_ones(masks: Masks, slot: Slot, maskable: set[int]) -> torch.Tensor | None:
+    """Bool keep vector of a slot; all ones where its group is maskable but nothing is removed; else None."""
+    keep = masks.slot_keep(slot)
+    if keep is not None:
+        return torch.as_tensor(keep)
+    gid = masks.graph.group_of.get(slot)
+    if gid in maskable:
+        return torch.ones(masks.graph.shapes[slot.tensor][slot.dim], dtype=torch.bool)
+    return None
+
+
+def update_masks(gm: torch.fx.GraphModule, masks: Masks) -> None:
+    """Write `masks` into the mask buffers `insert_masks` made (in place; no new node, no re-trace).
+
+    Raises:
+        ValueError: `masks` remove channels of a group that has no mask buffer (not maskable when inserted).
+    """
+    slots: dict[str, Slot] = gm.meta.get("fxprune_masks", {})
+    covered = {masks.graph.group_of.get(s) for s in slots.values()}
+    missing = [gid for gid, keep in masks.keep.items() if not keep.all() and gid not in covered
+               and any(s in masks.graph.contracted for s in masks.graph.groups[gid].slots)]
+    if missing:
+        raise ValueError(f"the masks remove channels of group(s) {missing}, which have no mask buffer in this model")
+    for name, slot in slots.items():
+        keep = masks.slot_keep(slot)
+        buf = gm.get_buffer(name)
+        with torch.no_grad():
+            buf.fill_(1) if keep is None else buf.copy_(torch.as_tensor(keep).to(buf.dtype).view(buf.shape))
 
 
 def unmask_node(node: torch.fx.Node) -> None:
@@ -139,29 +173,38 @@ def bake_parametrizations(root: torch.nn.Module, only: set[str] | None = None) -
                 module.register_buffer(attr, new)
 
 
-def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
-    """Insert mask nodes for `masks` into `gm` (in place) and return it."""
+def insert_masks(gm: torch.fx.GraphModule, masks: Masks, maskable: set[int] | None = None) -> torch.fx.GraphModule:
+    """Insert mask nodes for `masks` into `gm` (in place) and return it.
+
+    Args:
+        gm: the traced, shape-annotated model.
+        masks: what to remove now.
+        maskable: groups that get mask nodes even where `masks` removes nothing yet (all-ones buffers), so
+            that later masks are applied by `update_masks` without touching the graph (a pruning session).
+    """
+    maskable = maskable or set()
     for node, rule in rule_nodes(gm, "mask"):
         if not node.meta.get("fxprune_mask"):
-            rule.mask(MaskContext(gm, node, masks))
+            rule.mask(MaskContext(gm, node, masks, maskable))
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
-    for s, keep in masks.pruned_slots():
-        if s in masks.graph.contracted and not s.tensor.startswith("@") and "[" not in s.tensor:
-            pruned.setdefault(s.tensor, []).append((s.dim, torch.as_tensor(keep)))
+    for s in masks.graph.contracted:
+        keep = _keep_or_ones(masks, s, maskable)
+        if keep is not None and not s.tensor.startswith("@") and "[" not in s.tensor:
+            pruned.setdefault(s.tensor, []).append((s.dim, keep))
     nodes = {n.name: n for n in gm.graph.nodes}
-    for name, dims in pruned.items():
+    for name in sorted(pruned, key=lambda n: masks.graph.offsets.get(Slot(n, 0), 0)):
         node = nodes[name]
         if node.op in ("placeholder", "output", "get_attr"):  # parameters are sliced; their users' outputs masked
             continue
         rank = len(masks.graph.shapes[name])
         last = node
-        for dim, keep in dims:
+        for dim, keep in sorted(pruned[name], key=lambda t: t[0]):
             shape = [1] * rank
             shape[dim] = -1
             ref = node.meta.get("tensor_meta")
             dtype = ref.dtype if ref is not None else torch.float32
             with gm.graph.inserting_after(last):
-                attr = _mask_buffer(gm, keep.to(dtype).view(shape))
+                attr = _mask_buffer(gm, keep.to(dtype).view(shape), Slot(name, dim))
             with gm.graph.inserting_after(attr):
                 mul = gm.graph.call_function(torch.mul, (last, attr))
             # Only shape and source meta: e.g. 'is_wrapped' would make codegen call fx.wrap("torch.mul").

@@ -307,4 +307,11 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
         )
     gm.meta["train_flags"] = train_flags
     gm.meta["frontend"] = used
+    if "module_classes" not in gm.meta:  # a GraphModule traced by fxprune keeps those of its own source
+        # The user's classes and names: a traced GraphModule keeps neither (its submodules are plain copies).
+        gm.meta["module_classes"] = {name: type(m) for name, m in original.named_modules(remove_duplicate=False)}
+        aliases: dict[int, list[str]] = {}
+        for name, m in original.named_modules(remove_duplicate=False):
+            aliases.setdefault(id(m), []).append(name)
+        gm.meta["module_aliases"] = {names[0]: names for names in aliases.values()}
     return gm

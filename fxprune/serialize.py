@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from .errors import FormatError
 from .passes.trace import set_training
+from .version import __version__
 
 __all__ = ["save", "load", "Loaded", "SavedMasks", "FORMAT_VERSION", "MAGIC"]
 
@@ -365,8 +366,6 @@ def save(result: Any, path: str | os.PathLike[str]) -> None:
     for i, t in enumerate(outputs):
         tensors[f"outputs/{i}"] = t.detach()
     report = getattr(result, "report", None)
-    from . import __version__
-
     meta = {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
