@@ -5,7 +5,7 @@
     result.report   # channels, params, MACs before/after
 """
 
-from . import models, rules
+from . import datasets, models, rules, training
 from .bench import BenchResult, benchmark
 from .compiler import CompileResult, analyze, compile, speedup
 from .config import Config, parse_config
@@ -29,7 +29,7 @@ __all__ = [
     "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
     "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
-    "models",
+    "models", "datasets", "training",
     "FormatError", "save", "load", "Loaded", "SavedMasks",
 ]
 __version__ = "0.1.0"
