@@ -5,7 +5,7 @@
     result.report   # channels, params, MACs before/after
 """
 
-from . import models, rules
+from . import datasets, models, rules, training
 from .bench import BenchResult, benchmark
 from .compiler import CompileResult, analyze, compile, speedup
 from .config import Config, parse_config
@@ -32,6 +32,6 @@ __all__ = [
     "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
     "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
-    "models",
+    "models", "datasets", "training",
     "FormatError", "save", "load", "Loaded", "SavedMasks", "__version__",
 ]

@@ -69,6 +69,7 @@ DIR receives (atomically: all of it or nothing):
   dense.onnx    the unpruned model, the baseline of the benchmark
   report.txt    the pruning report;  report.json  the same as JSON, with ONNX parity
   bench.md      onnxruntime latency dense vs pruned;  bench.json  the same as JSON
+  layers.png    channels before/after per layer, frozen groups marked (needs matplotlib)
 
 examples:
   fxprune prune mymodels:build --config prune.yaml --input-shape 1,3,224,224 --out pruned/
@@ -82,6 +83,7 @@ The first file is the baseline: every other file's speedup is baseline median / 
 examples:
   fxprune bench dense.onnx pruned.onnx
   fxprune bench dense.onnx pruned.onnx --batch-sizes 1,8,32 --threads 4 --ideal 2.1 --json bench.json
+  fxprune bench dense.onnx pruned.onnx --chart bench.png     (a latency bar chart; needs matplotlib)
   fxprune bench bert.onnx bert_pruned.onnx --input-shape input_ids=1,128
 """
 
@@ -470,6 +472,7 @@ def _write_outputs(made: dict[str, Any], work: Path) -> None:
     _save_model(made["result"], work / "model.fxp")
     (work / "report.txt").write_text(str(made["result"].report) + "\n\n" + _parity(made) + "\n", encoding="utf-8")
     (work / "report.json").write_text(_report_json(made) + "\n", encoding="utf-8")
+    _draw_layers(made["result"].report, work / "layers.png")
     if made["bench"] is not None:
         data = json.loads(made["bench"].to_json())
         data["ideal_speedup"] = {"pruned": made["result"].report.ideal_speedup}
@@ -478,6 +481,16 @@ def _write_outputs(made: dict[str, Any], work: Path) -> None:
         data["config"]["models"] = {"dense": "dense.onnx", "pruned": "model.onnx"}
         (work / "bench.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (work / "bench.md").write_text(_bench_text(made) + "\n", encoding="utf-8")
+
+
+def _draw_layers(report: Any, path: Path) -> None:
+    """layers.png, or a warning with the pip line when matplotlib is missing (everything else is still written)."""
+    from .figures import PlotUnavailable, plot_layers
+
+    try:
+        plot_layers(report, path)
+    except PlotUnavailable as exc:
+        _err(f"{_PROG}: warning: {path.name} not written: {_one_line(exc)}")
 
 
 def _cmd_prune(args: argparse.Namespace, progress: _Progress) -> int:
@@ -530,6 +543,8 @@ def _cmd_bench(args: argparse.Namespace, progress: _Progress) -> int:
             raise CLIError(f"--input-shape {spec!r} must be NAME=SIZES, e.g. input_ids=1,128")
         shapes[name] = _parse_shape(shape)[0]
     kwargs = _bench_kwargs(args)
+    if args.chart and not Path(args.chart).resolve().parent.is_dir():
+        raise CLIError(f"the directory of --chart {args.chart!r} does not exist; create it first")
     with progress.step(f"timing {len(args.onnx)} models in onnxruntime (batch {args.batch_sizes}, "
                        f"{args.threads} threads)"):
         result = benchmark(dict(zip(labels, args.onnx)), input_shapes=shapes or None, **kwargs)
@@ -542,7 +557,23 @@ def _cmd_bench(args: argparse.Namespace, progress: _Progress) -> int:
         if ideal:
             data["ideal_speedup"] = ideal
         _write_atomic(Path(args.json), json.dumps(data, indent=2) + "\n")
+    if args.chart:
+        _write_chart(result, Path(args.chart), progress.quiet)
     return EXIT_OK
+
+
+def _write_chart(result: Any, path: Path, quiet: bool) -> None:
+    """--chart: the latency bar chart, after everything else is written (a missing matplotlib is one error line)."""
+    from .figures import PlotUnavailable, plot_bench
+
+    try:
+        plot_bench(result, path)
+    except PlotUnavailable as exc:
+        raise CLIError(f"--chart {str(path)!r} not written: {_one_line(exc)}") from exc
+    except OSError as exc:
+        raise CLIError(f"cannot write --chart {str(path)!r} ({exc.strerror or exc}); choose another path") from exc
+    if not quiet:
+        _err(f"{_PROG}: wrote {path}")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -640,6 +671,7 @@ def _build_parser() -> _Parser:
     bench.add_argument("--labels", metavar="A,B", help="names for the files (default: file stems)")
     bench.add_argument("--ideal", type=float, help="ideal speedup (e.g. the MAC reduction) to compare against")
     bench.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    bench.add_argument("--chart", metavar="PATH.png", help="also draw a latency bar chart (PNG; needs matplotlib)")
     bench.add_argument("--input-shape", action="append", metavar="NAME=SIZES",
                        help="size of an input with symbolic axes, e.g. input_ids=1,128 (axis 0 is replaced "
                        "by each batch size)")

@@ -66,7 +66,8 @@ USER_SOURCE = textwrap.dedent('''
         return FftNet()
 ''')
 
-OUT_FILES = {"model.fxp", "model.onnx", "dense.onnx", "report.json", "report.txt", "bench.json", "bench.md"}
+OUT_FILES = {"model.fxp", "model.onnx", "dense.onnx", "report.json", "report.txt", "bench.json", "bench.md",
+             "layers.png"}
 
 
 @pytest.fixture

@@ -1,0 +1,193 @@
+"""A tiny training toolkit for tests, examples and data-driven pruners: train, evaluate, and NNI-style callables.
+
+Nothing here is specific to a model: the functions work on an `nn.Module`, a `torch.fx.GraphModule`, and a
+model whose parameters changed shape (a pruned one), because they build the optimizer from the model they
+are given each time they are called.
+
+    data = fxprune.datasets.digits()
+    train_b = fxprune.datasets.batches(data.x_train, data.y_train, 64, shuffle=True)
+    test_b = fxprune.datasets.batches(data.x_test, data.y_test, 256)
+    train(model, train_b, epochs=5, lr=1e-2)
+    evaluate(model, test_b)                                  # accuracy in [0, 1]
+
+    trainer = make_trainer(train_b)          # trainer(model, optimizer, criterion): NNI's data collector
+    evaluator = make_evaluator(test_b)       # evaluator(model) -> accuracy
+    finetuner = make_finetuner(train_b, epochs=1, lr=1e-3)   # finetuner(model)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .progress import progress
+
+__all__ = ["train", "evaluate", "make_trainer", "make_evaluator", "make_finetuner", "Batch"]
+
+_log = logging.getLogger("fxprune")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
+    if optimizer is None:
+        return []
+    return list(optimizer) if isinstance(optimizer, Sequence) else [optimizer]
+
+
+def _run_epochs(model: nn.Module, batches: Iterable[Batch], optimizers: list[torch.optim.Optimizer],
+                criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], epochs: int,
+                max_steps: int | None, desc: str, schedulers: list[Any] | None = None) -> float:
+    """The one training loop: returns the mean loss of the last epoch."""
+    model.train()
+    step, last = 0, float("nan")
+    n_batches = len(batches) if hasattr(batches, "__len__") else None
+    total = epochs * n_batches if n_batches is not None else None
+    if max_steps is not None and total is not None:
+        total = min(total, max_steps)
+    with progress(total, desc) as bar:
+        for _ in range(epochs):
+            losses = []
+            for x, y in batches:
+                if max_steps is not None and step >= max_steps:
+                    break
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss = criterion(model(x), y)
+                loss.backward()
+                for opt in optimizers:
+                    opt.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.update(loss=losses[-1])
+            for sched in schedulers or []:
+                sched.step()
+            if losses:
+                last = sum(losses) / len(losses)
+            if max_steps is not None and step >= max_steps:
+                break
+    model.eval()
+    return last
+
+
+def train(model: nn.Module, batches: Iterable[Batch], epochs: int = 1, lr: float = 1e-3, *,
+          optimizer: str = "adam", weight_decay: float = 0.0, max_steps: int | None = None,
+          criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+          desc: str = "training") -> float:
+    """Train `model` in place with cross-entropy (or `criterion`); leaves it in eval mode.
+
+    Args:
+        model: any module, traced or pruned; its current parameters are optimised.
+        batches: re-iterable (x, y) batches, e.g. `fxprune.datasets.batches(...)`.
+        epochs: passes over `batches`.
+        lr: learning rate.
+        optimizer: "adam" or "sgd" (momentum 0.9).
+        weight_decay: L2 penalty of the optimizer.
+        max_steps: stop after this many optimizer steps.
+        criterion: loss(output, target).
+        desc: the progress bar's label.
+
+    Returns:
+        The mean loss of the last epoch.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        from .errors import InputError
+
+        raise InputError(f"train: optimizer={optimizer!r} is not 'adam' or 'sgd'")
+    loss = _run_epochs(model, batches, [opt], criterion, epochs, max_steps, desc)
+    _log.debug("%s: %d epoch(s), last epoch loss %.4f", desc, epochs, loss)
+    return loss
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Top-1 accuracy of `model` (eval mode, no grad) on (x, y) batches.
+
+    Args:
+        model: a classifier returning logits (batch, classes).
+        batches: (x, y) batches with int64 labels.
+
+    Returns:
+        The fraction of correct predictions, in [0, 1].
+    """
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(-1) == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def make_trainer(batches: Iterable[Batch], epochs: int = 1,
+                 desc: str = "collecting statistics") -> Callable[..., None]:
+    """An NNI-style `trainer(model, optimizer, criterion)` that runs `epochs` passes over `batches`.
+
+    The returned function also takes NNI 2.9's `TorchEvaluator` training_func keywords (`lr_schedulers`,
+    `max_steps`, `max_epochs`) and a list of optimizers, so it serves both API generations. It calls
+    `optimizer.step()` after every batch, with the criterion it is given (pruners pass a patched one).
+
+    Args:
+        batches: re-iterable (x, y) batches.
+        epochs: passes per call (overridden by `max_epochs` when given).
+        desc: the progress bar's label.
+
+    Returns:
+        `trainer(model, optimizer, criterion, lr_schedulers=None, max_steps=None, max_epochs=None) -> None`.
+    """
+
+    def trainer(model: nn.Module, optimizer: Any, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                lr_schedulers: Any = None, max_steps: int | None = None, max_epochs: int | None = None,
+                **_: Any) -> None:
+        n_epochs = max_epochs if max_epochs is not None else (epochs if max_steps is None else 1 << 30)
+        _run_epochs(model, batches, _optimizers(optimizer), criterion, n_epochs, max_steps, desc,
+                    _optimizers(lr_schedulers))
+
+    return trainer
+
+
+def make_evaluator(batches: Iterable[Batch]) -> Callable[[nn.Module], float]:
+    """An NNI-style `evaluator(model) -> float`: top-1 accuracy on `batches` (higher is better).
+
+    Args:
+        batches: (x, y) batches, usually held-out data.
+
+    Returns:
+        `evaluator(model) -> accuracy in [0, 1]`.
+    """
+
+    def evaluator(model: nn.Module) -> float:
+        return evaluate(model, batches)
+
+    return evaluator
+
+
+def make_finetuner(batches: Iterable[Batch], epochs: int = 1, lr: float = 1e-3,
+                   optimizer: str = "adam") -> Callable[[nn.Module], None]:
+    """An NNI-style `finetuner(model)`: `epochs` passes of cross-entropy training with a fresh optimizer.
+
+    Args:
+        batches: re-iterable (x, y) training batches.
+        epochs: passes per call.
+        lr: learning rate.
+        optimizer: "adam" or "sgd".
+
+    Returns:
+        `finetuner(model) -> None`; the model is trained in place and left in eval mode.
+    """
+
+    def finetuner(model: nn.Module) -> None:
+        train(model, batches, epochs, lr, optimizer=optimizer, desc="fine-tuning")
+
+    return finetuner
