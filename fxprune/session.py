@@ -265,6 +265,8 @@ class Session:
             if layer.excluded:
                 continue
             gid = self.graph.group_of[layer.slot]
+            if not self.graph.groups[gid].prunable.any():  # statistics of a group kept whole score nothing
+                continue
             if "activations" in needs:
                 slot = _activation_slot(self.graph, layer, gid)
                 if slot is not None and slot not in acts:
@@ -338,6 +340,7 @@ class Session:
                         if not torch.isfinite(value):
                             raise InputError(f"loss is {value.item()} on batch {i}: statistics would be NaN; check "
                                              "the batch and the model's weights")
+                        self.model.zero_grad(set_to_none=True)  # each batch's own gradient, as a trainer's
                         value.backward()
                 n += 1
         self.model.zero_grad(set_to_none=True)
@@ -391,8 +394,8 @@ def _activation_slot(dg: DependencyGraph, layer: Layer, gid: int) -> Slot | None
     node = nodes[layer.nodes[-1]]
     chosen = node
     for _ in range(4):
-        users = [u for u in node.users if not u.meta.get("fxprune_mask")]
-        while len(users) == 1 and users[0].meta.get("fxprune_mask"):
+        users = list(node.users)
+        while len(users) == 1 and users[0].meta.get("fxprune_mask"):  # look through mask multiplies
             users = list(users[0].users)
         if len(users) != 1 or users[0].op not in ("call_module", "call_function", "call_method"):
             break
