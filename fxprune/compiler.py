@@ -53,6 +53,13 @@ class CompileResult:
 
         return export_onnx(self.model, self.example_inputs, path, **kwargs)
 
+    def apply_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Shrink `model` (the one this was compiled from) in place to `self.model`, all or nothing, and check
+        its own forward against `self.model` (see `fxprune.writeback.apply_to`). Returns `model`."""
+        from .writeback import apply_to
+
+        return apply_to(model, self)
+
 
 def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None,
             timings: dict[str, float] | None = None) -> tuple[torch.fx.GraphModule, DependencyGraph]:

@@ -200,6 +200,16 @@ def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphMo
     return gm
 
 
+def _trace_without_cache(copy_: torch.nn.Module) -> None:
+    """Make the traced copy of a Hugging Face model return no cache object (a `DynamicCache` is no tensor tree:
+    neither front end can return it). Only the copy's config changes (the deep copy has its own config);
+    the logits and hidden states are the same with or without the cache, and the user's model keeps
+    `use_cache` as it was (so its `generate()` still caches)."""
+    config = getattr(copy_, "config", None)
+    if config is not None and getattr(config, "use_cache", None):
+        config.use_cache = False
+
+
 _SIMPLE = (bool, int, float, str, bytes, type(None))
 
 
@@ -274,6 +284,7 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     train_flags = {name: m.training for name, m in model.named_modules()}
     model = copy.deepcopy(model)
     set_training(model, False)
+    _trace_without_cache(model)
     attrs_before = _attribute_snapshot(model)
     used = frontend
     if isinstance(model, torch.fx.GraphModule):
