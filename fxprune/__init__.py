@@ -5,7 +5,7 @@
     result.report   # channels, params, MACs before/after
 """
 
-from . import models, rules
+from . import models, nni, nni_masks, rules
 from .bench import BenchResult, benchmark
 from .compiler import CompileResult, analyze, compile, speedup
 from .config import Config, parse_config
@@ -24,6 +24,7 @@ from .io import Loaded, SavedMasks, load, save
 from .masks import Masks
 from .passes.export import ExportResult, export_onnx
 from .rules import Rule, register_rule
+from .writeback import apply_to
 
 __all__ = [
     "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
@@ -31,5 +32,6 @@ __all__ = [
     "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
     "models",
     "FormatError", "save", "load", "Loaded", "SavedMasks",
+    "apply_to", "nni", "nni_masks",
 ]
 __version__ = "0.1.0"

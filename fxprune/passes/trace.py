@@ -188,7 +188,7 @@ def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphMo
         raise TraceError(
             f"torch.export cannot trace {type(model).__name__}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}" + (f"\n    at {where}" if where else "")
-            + "\nFix: make forward return tensors (for Hugging Face decoders pass use_cache=False in the config) "
+            + "\nFix: make forward return tensors (or containers of them registered with torch.utils._pytree) "
             "and avoid data-dependent control flow."
         ) from e
     for node in list(gm.graph.nodes):  # shape guards of the dense model: the pruned one has other sizes
