@@ -5,7 +5,7 @@
     result.report   # channels, params, MACs before/after
 """
 
-from . import datasets, models, rules, training
+from . import datasets, models, nni, nni_masks, rules, training
 from .bench import BenchResult, benchmark
 from .compiler import CompileResult, analyze, compile, speedup
 from .config import Config, parse_config
@@ -26,6 +26,7 @@ from .rules import Rule, register_rule
 from .serialize import Loaded, SavedMasks, load, save
 from .session import Session, prepare
 from .version import __version__
+from .writeback import apply_to
 
 __all__ = [
     "compile", "prepare", "Session", "speedup", "analyze", "CompileResult", "Config", "parse_config",
@@ -34,4 +35,5 @@ __all__ = [
     "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
     "models", "datasets", "training",
     "FormatError", "save", "load", "Loaded", "SavedMasks", "__version__",
+    "apply_to", "nni", "nni_masks",
 ]

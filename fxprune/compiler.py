@@ -7,6 +7,7 @@ and `speedup(masked_model, masks, x)` removes what a pruner's `compress()` maske
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch.fx
 
 from .errors import InputError
 from .masks import Masks
+from .nni_masks import speedup_from_nni
 from .passes.speedup import detach_shared, speedup_pass
 from .passes.trace import check_inputs, set_training
 from .passes.verify import verify
@@ -46,17 +48,32 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
     return session.finish()
 
 
-def speedup(masked_model: torch.fx.GraphModule, masks: Masks, example_inputs: Any = None,
-            *, verify_outputs: bool = True) -> torch.fx.GraphModule:
-    """Physically remove what `masks` masks from a model returned by a pruner's `compress()`.
+def speedup(masked_model: torch.nn.Module, masks: Any, example_inputs: Any = None,
+            *, verify_outputs: bool = True, inplace: bool = False) -> torch.nn.Module:
+    """Physically remove what `masks` masks.
 
     Args:
-        masked_model: the masked GraphModule from `Pruner.compress()` (possibly fine-tuned since).
-        masks: the masks returned with it.
-        example_inputs: inputs to verify masked == pruned on (recommended).
+        masked_model: the masked GraphModule from a fxprune pruner's `compress()` (possibly fine-tuned since),
+            or your own module when `masks` are NNI-format.
+        masks: the `Masks` returned with it, or NNI's `{layer: {'weight': 0/1 tensor, ...}}` dict (or a path to
+            one saved with torch.save), reconciled with the dependency graph (see `fxprune.nni_masks`).
+        example_inputs: inputs to verify masked == pruned on (required for NNI-format masks).
+        inplace: NNI-format masks only: also shrink `masked_model` itself, all or nothing.
+
+    Returns:
+        The physically smaller model: a GraphModule, or `masked_model` itself when `inplace`.
     """
-    if not isinstance(masked_model, torch.fx.GraphModule) or masks.graph is None:
-        raise InputError("speedup takes the (masked_model, masks) pair returned by a fxprune pruner's compress()")
+    if isinstance(masks, (dict, str, os.PathLike)):
+        if example_inputs is None:
+            raise InputError("speedup with NNI-format masks needs example_inputs (NNI's dummy_input) to trace")
+        result = speedup_from_nni(masked_model, masks, example_inputs, inplace=inplace)
+        return masked_model if inplace else result.model
+    if not isinstance(masked_model, torch.fx.GraphModule) or not isinstance(masks, Masks):
+        raise InputError("speedup takes the (masked_model, masks) pair returned by a fxprune pruner's compress(), or "
+                         "your model with NNI-format masks ({layer: {'weight': mask}})")
+    if inplace:
+        raise InputError("speedup(inplace=True) needs your own module and NNI-format masks; for a compile result use "
+                         "result.apply_to(model)")
     pruned = speedup_pass(masked_model, masks)
     if example_inputs is not None and verify_outputs:
         flags = set_training(masked_model, False)

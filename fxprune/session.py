@@ -40,6 +40,7 @@ from .passes.speedup import detach_shared, new_shapes, speedup_pass
 from .passes.trace import check_inputs, set_training, trace
 from .passes.verify import verify
 from .report import Baseline, Report, build_report
+from .writeback import apply_to
 
 __all__ = ["Session", "prepare", "analyze", "CompileResult", "split_batch"]
 
@@ -67,6 +68,11 @@ class CompileResult:
         from .passes.export import export_onnx
 
         return export_onnx(self.model, self.example_inputs, path, **kwargs)
+
+    def apply_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Shrink `model` (the one this was compiled from) in place to `self.model`, all or nothing, and check
+        its own forward against `self.model` (see `fxprune.writeback.apply_to`). Returns `model`."""
+        return apply_to(model, self)
 
 
 @contextmanager
@@ -183,6 +189,16 @@ class Session:
         self.masks = Masks(graph)
         self._baseline = baseline
         self._finished = False
+
+    @classmethod
+    def start(cls, gm: torch.fx.GraphModule, dg: DependencyGraph, cfg: Config, layers: list[Layer],
+              inputs: tuple[Any, ...], maskable: set[int], timings: dict[str, float]) -> Session:
+        """A session on a model already traced and analysed (`analyze`): measure the dense baseline and insert
+        masks for the prunable groups among `maskable`. `prepare` is analyze + select_layers + this."""
+        with _timed(timings, "mask pass"):
+            baseline = Baseline.measure(gm, dg)
+            insert_masks(gm, Masks(dg), {gid for gid in maskable if dg.groups[gid].prunable.any()})
+        return cls(gm, dg, cfg, layers, inputs, baseline, timings)
 
     # -- scoring ---------------------------------------------------------------------------------
     def compute_masks(self, criterion: str | None = None, stats: Stats | None = None, config: Any = None,
@@ -449,9 +465,5 @@ def prepare(model: torch.nn.Module, config: Any, example_inputs: Any) -> Session
     gm, dg = analyze(model, inputs, cfg, timings)
     _check_requests(dg, cfg)
     layers = select_layers(dg, cfg)
-    with _timed(timings, "mask pass"):
-        baseline = Baseline.measure(gm, dg)
-        maskable = {dg.group_of[layer.slot] for layer in layers if not layer.excluded}
-        maskable = {gid for gid in maskable if dg.groups[gid].prunable.any()}
-        insert_masks(gm, Masks(dg), maskable)
-    return Session(gm, dg, cfg, layers, inputs, baseline, timings)
+    maskable = {dg.group_of[layer.slot] for layer in layers if not layer.excluded}
+    return Session.start(gm, dg, cfg, layers, inputs, maskable, timings)

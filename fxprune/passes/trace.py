@@ -36,12 +36,12 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
-__all__ = ["trace", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS"]
+__all__ = ["trace", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS", "LIB_DIRS"]
 
 #: Accepted values of config["frontend"].
 FRONTENDS = ("auto", "fx", "export")
 
-_LIB_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+LIB_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
 
 
 def set_training(module: torch.nn.Module, flags: bool | dict[str, bool]) -> dict[str, bool]:
@@ -105,7 +105,7 @@ def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]
 
 def _user_frame(exc: BaseException) -> str:
     """'file:line: code' of the innermost frame outside torch and fxprune, or ''."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_LIB_DIRS)]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(LIB_DIRS)]
     if not frames:
         return ""
     f = frames[-1]
@@ -188,7 +188,7 @@ def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphMo
         raise TraceError(
             f"torch.export cannot trace {type(model).__name__}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}" + (f"\n    at {where}" if where else "")
-            + "\nFix: make forward return tensors (for Hugging Face decoders pass use_cache=False in the config) "
+            + "\nFix: make forward return tensors (or containers of them registered with torch.utils._pytree) "
             "and avoid data-dependent control flow."
         ) from e
     for node in list(gm.graph.nodes):  # shape guards of the dense model: the pruned one has other sizes
@@ -198,6 +198,16 @@ def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphMo
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def _trace_without_cache(copy_: torch.nn.Module) -> None:
+    """Make the traced copy of a Hugging Face model return no cache object (a `DynamicCache` is no tensor tree:
+    neither front end can return it). Only the copy's config changes (the deep copy has its own config);
+    the logits and hidden states are the same with or without the cache, and the user's model keeps
+    `use_cache` as it was (so its `generate()` still caches)."""
+    config = getattr(copy_, "config", None)
+    if config is not None and getattr(config, "use_cache", None):
+        config.use_cache = False
 
 
 _SIMPLE = (bool, int, float, str, bytes, type(None))
@@ -274,6 +284,7 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     train_flags = {name: m.training for name, m in model.named_modules()}
     model = copy.deepcopy(model)
     set_training(model, False)
+    _trace_without_cache(model)
     attrs_before = _attribute_snapshot(model)
     used = frontend
     if isinstance(model, torch.fx.GraphModule):

@@ -18,10 +18,10 @@ from ..errors import VerifyError, node_context
 from ..masks import Masks
 from .mask import is_mask_node
 
-__all__ = ["verify"]
+__all__ = ["verify", "tensors_close"]
 
 
-def _close(ref: torch.Tensor, got: torch.Tensor, rtol: float, atol: float) -> tuple[bool, float]:
+def tensors_close(ref: torch.Tensor, got: torch.Tensor, rtol: float, atol: float) -> tuple[bool, float]:
     if ref.shape != got.shape:
         return False, float("inf")
     if not ref.is_floating_point():
@@ -75,7 +75,7 @@ def _first_difference(masked: torch.fx.GraphModule, pruned: torch.fx.GraphModule
         if not isinstance(got, torch.Tensor) or not isinstance(ref, torch.Tensor):
             continue
         ref = _restrict(ref, node.name, masks)
-        ok, diff = _close(ref, got, rtol, atol)
+        ok, diff = tensors_close(ref, got, rtol, atol)
         if not ok:
             shapes = f"pruned shape {tuple(got.shape)} vs expected {tuple(ref.shape)}"
             return f"first differing node: {node_context(node)}\n    ({shapes}, max abs diff {diff:.3g})"
@@ -98,7 +98,7 @@ def verify(masked: torch.fx.GraphModule, pruned: torch.fx.GraphModule, masks: Ma
     for i, (ref, got) in enumerate(zip(leaves_m, leaves_p)):
         if not isinstance(ref, torch.Tensor):
             continue
-        ok, diff = _close(ref, got, rtol, atol)
+        ok, diff = tensors_close(ref, got, rtol, atol)
         worst = max(worst, diff)
         if not ok:
             with torch.no_grad():
