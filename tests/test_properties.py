@@ -318,6 +318,7 @@ def check_compile(arch: Arch, config: dict[str, Any], seed: int, train: bool = F
     return result
 
 
+@pytest.mark.slow
 @FUZZ
 @given(arch=archs(), config=configs(), seed=st.integers(0, 2**16))
 def test_random_architectures(arch: Arch, config: dict[str, Any], seed: int) -> None:

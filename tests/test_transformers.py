@@ -12,6 +12,8 @@ import fxprune
 from fxprune.passes.trace import trace
 from tests._checks import check_result
 
+pytestmark = pytest.mark.slow  # Hugging Face models: seconds each; CI runs them
+
 T = pytest.importorskip("transformers")
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
