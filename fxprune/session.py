@@ -254,6 +254,8 @@ class Session:
         if shrink_only:
             for gid, keep in self.masks.keep.items():
                 masks.keep[gid] = masks.keep.get(gid, keep) & keep
+            for name, keep in self.masks.weights.items():
+                masks.weights[name] = masks.weights.get(name, keep) & keep
         try:
             update_masks(self.model, masks)
         except ValueError as e:
