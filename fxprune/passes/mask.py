@@ -15,14 +15,13 @@ Post: the same GraphModule (modified in place and returned) where every tensor w
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-from ..graph import NodeView, rule_nodes
+from ..graph import rule_nodes
 from ..masks import Masks
+from ..rules.context import MaskContext
 
 __all__ = ["insert_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext",
            "bake_parametrizations"]
@@ -52,40 +51,6 @@ def is_mask_node(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target is torch.mul and any(
         isinstance(a, torch.fx.Node) and a.op == "get_attr" and str(a.target).startswith(MASK_PREFIX)
         for a in node.args)
-
-
-class MaskContext(NodeView):
-    """What a rule's `mask` hook sees: the kept channels, and ways to swap the node for a masked twin."""
-
-    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks) -> None:
-        super().__init__(gm, node, masks.graph.shapes)
-        self.masks = masks
-
-    def keep_buffer(self, key: str, dim: int) -> torch.fx.Node | None:
-        """A get_attr node of a 0/1 buffer shaped to broadcast along (key, dim), or None if nothing is pruned."""
-        kept = self.masks.kept(key, dim)
-        if kept is None:
-            return None
-        rank = len(self.shapes[key])
-        shape = [1] * rank
-        shape[dim % rank] = -1
-        keep = torch.zeros(self.shapes[key][dim])
-        keep[torch.as_tensor(kept)] = 1
-        with self.gm.graph.inserting_before(self.node):
-            return _mask_buffer(self.gm, keep.view(shape))
-
-    def get_attr(self, target: str) -> torch.fx.Node:
-        """A get_attr node (marked as a mask node, so speedup drops it once unused) for a module attribute."""
-        with self.gm.graph.inserting_before(self.node):
-            node = self.gm.graph.get_attr(target)
-        node.meta["fxprune_mask"] = True
-        return node
-
-    def swap(self, masked: Any, unmasked: Any, args: tuple[Any, ...], keep: torch.fx.Node) -> None:
-        """Make the node `masked(*args, keep=keep)`; speedup turns it into `unmasked(*args)`."""
-        self.node.meta["fxprune_unmasked"] = unmasked
-        self.node.op, self.node.target = "call_function", masked
-        self.node.args, self.node.kwargs = args, {**self.node.kwargs, "keep": keep}
 
 
 def _mask_buffer(gm: torch.fx.GraphModule, value: torch.Tensor) -> torch.fx.Node:
@@ -143,7 +108,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     """Insert mask nodes for `masks` into `gm` (in place) and return it."""
     for node, rule in rule_nodes(gm, "mask"):
         if not node.meta.get("fxprune_mask"):
-            rule.mask(MaskContext(gm, node, masks))
+            rule.mask(MaskContext(gm, node, masks, _mask_buffer))
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for s, keep in masks.pruned_slots():
         if s in masks.graph.contracted and not s.tensor.startswith("@") and "[" not in s.tensor:
