@@ -15,6 +15,7 @@ from .errors import (
     FormatError,
     FxPruneError,
     InputError,
+    RuleError,
     TraceError,
     UnsupportedError,
     VerifyError,
@@ -28,7 +29,8 @@ from .rules import Rule, register_rule
 __all__ = [
     "compile", "speedup", "analyze", "CompileResult", "Config", "parse_config", "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
-    "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
+    "UnsupportedError", "VerifyError", "RuleError", "ExportError", "export_onnx", "ExportResult", "benchmark",
+    "BenchResult",
     "models",
     "FormatError", "save", "load", "Loaded", "SavedMasks",
 ]

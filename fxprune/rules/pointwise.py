@@ -120,6 +120,8 @@ register_rule([torch.ones_like, aten.ones_like.default], _same)
 register_rule([torch.full_like, aten.full_like.default], _same)
 register_rule([getattr, "size", "dim", "numel", aten.sym_size.int], Rule(metadata))
 register_rule(aten._assert_tensor_metadata.default, Rule(metadata))
+# the input-shape guards of an ExportedProgram.module() read sizes only
+register_rule("torch.export._unlift.GuardsFn", Rule(metadata))
 _created = Rule(created)
 register_rule([torch.arange, aten.arange.default, aten.arange.start, aten.arange.start_step], _created)
 register_rule([torch.zeros, "new_zeros", aten.zeros.default, aten.new_zeros.default], _created)

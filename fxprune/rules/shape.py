@@ -339,10 +339,12 @@ def reshape(c: RuleContext) -> None:
     for heads and the view's sizes allow it (see `_split_carrier`), else the innermost factor (head_dim,
     the channel-shuffle pattern). When several dims merge into one (C x H x W -> CHW), the merged
     channels follow the innermost factor that is still free (C for a flatten after a conv, heads
-    after attention). Anything else is frozen.
+    after attention). Anything else is frozen. `view_as`/`reshape_as` take the template's shape at run time:
+    the template and the output share every dim.
     """
     x = c.inputs()[0]
     a, b = c.shape(x), c.shape(c.out)
+    _template_shape(c)
     chunks = _shape_chunks(a, b)
     if chunks is None:
         raise NotHandled(f"cannot align shapes {a} -> {b}")
@@ -474,8 +476,13 @@ def expand(c: RuleContext) -> None:
             c.link((x, d), (c.out, d + shift))
         else:
             c.touch(x, d)
+    _template_shape(c)
+
+
+def _template_shape(c: RuleContext) -> None:
+    """`*_as(x, other)`: the output has other's shape at run time, so the two lose the same channels."""
     for other in c.inputs()[1:]:
-        c.touch(other)
+        c.same(other, c.out)
 
 
 def _roll_dims(c: RuleContext) -> Iterable[int]:
@@ -512,7 +519,8 @@ register_rule([torch.select, "select", aten.select.int], Rule(select, rewrite=_r
 _reshape = Rule(reshape, rewrite=_rewrite_reshape)
 register_rule([torch.reshape, "reshape", aten.reshape.default], _reshape)
 register_rule(["view", aten.view.default, aten._unsafe_view.default], _reshape)
-register_rule(["view_as", "reshape_as"], Rule(reshape))
+register_rule(["view_as", aten.view_as.default], Rule(reshape))
+register_rule(["reshape_as", aten.reshape_as.default], Rule(reshape))
 register_rule([nn.Flatten, torch.flatten, "flatten", aten.flatten.using_ints], Rule(reshape))
 register_rule([torch.squeeze, "squeeze", aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default], Rule(reshape))
 register_rule([torch.unsqueeze, "unsqueeze", aten.unsqueeze.default], Rule(reshape))
@@ -522,7 +530,7 @@ register_rule([torch.permute, "permute", aten.permute.default], Rule(permute))
 register_rule([torch.transpose, "transpose", torch.swapaxes, "swapaxes", "swapdims", aten.transpose.int], Rule(permute))
 register_rule([torch.t, "t", aten.t.default], Rule(permute))
 register_rule(["expand", aten.expand.default], Rule(expand, rewrite=_rewrite_reshape))
-register_rule("expand_as", Rule(expand))
+register_rule(["expand_as", aten.expand_as.default], Rule(expand))
 _reduce = Rule(reduce_dims, mask=_mask_mean)
 register_rule([torch.mean, "mean", aten.mean.dim], _reduce)
 register_rule([torch.sum, "sum", aten.sum.dim_IntList], _reduce)
