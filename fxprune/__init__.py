@@ -15,6 +15,7 @@ from .errors import (
     FormatError,
     FxPruneError,
     InputError,
+    RuleError,
     TraceError,
     UnsupportedError,
     VerifyError,
@@ -32,8 +33,8 @@ __all__ = [
     "compile", "prepare", "Session", "speedup", "analyze", "CompileResult", "Config", "parse_config",
     "DependencyGraph", "Masks",
     "Rule", "register_rule", "rules", "FxPruneError", "ConfigError", "TraceError", "InputError",
-    "UnsupportedError", "VerifyError", "ExportError", "export_onnx", "ExportResult", "benchmark", "BenchResult",
-    "models", "datasets", "training",
+    "UnsupportedError", "VerifyError", "RuleError", "ExportError", "export_onnx", "ExportResult", "benchmark",
+    "BenchResult", "models", "datasets", "training",
     "FormatError", "save", "load", "Loaded", "SavedMasks", "__version__",
     "apply_to", "nni", "nni_masks",
 ]

@@ -13,6 +13,8 @@ __all__ = [
     "VerifyError",
     "ExportError",
     "FormatError",
+    "RuleError",
+    "NotHandled",
     "node_context",
 ]
 
@@ -47,6 +49,17 @@ class ExportError(FxPruneError):
 
 class FormatError(FxPruneError, ValueError):
     """A saved fxprune file cannot be written (unsavable model) or read (truncated, foreign, wrong version)."""
+
+
+class RuleError(FxPruneError, ValueError):
+    """A rule of the table is wrong: its hook raised on a node (a bug in the rule, not a use it declines), or
+    a registration would silently replace an existing row."""
+
+
+class NotHandled(FxPruneError):
+    """Raised by a rule's `couple` hook for a use of its op it cannot describe (a 1-D matmul, a slice whose
+    bounds are computed at run time, ...): the node becomes a barrier, named in the compile's one warning.
+    Not an error the user sees: fxprune catches it."""
 
 
 def node_context(node: torch.fx.Node) -> str:

@@ -12,86 +12,33 @@ A slot nobody links is frozen by default: channels only move where a rule says h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
-import networkx as nx
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 import torch.fx
-import torch.nn.utils.parametrize as parametrize
+
+from .errors import NotHandled, RuleError, node_context
+from .rules import Rule, lookup
+from .rules.context import BuildOptions, NodeView, RuleContext, Slot, fetch_attr, op_name, tensor_shapes
+from .rules.table import module_class, spelling, spelling_name
 
 __all__ = [
     "Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "BuildOptions", "tensor_shapes", "spelling",
-    "op_name", "module_class",
+    "op_name", "module_class", "rule_nodes",
 ]
 
 
-class Slot(NamedTuple):
-    """One dimension of one tensor: a node output (`"name"` / `"name[k]"`) or a param (`"@qualname"`)."""
-
-    tensor: str
-    dim: int
-
-
-def tensor_shapes(node: torch.fx.Node) -> dict[str, tuple[int, ...]]:
-    """Shapes of the tensors a node produces, keyed by tensor key, from the traced run's metadata."""
-    meta = node.meta.get("tensor_meta", node.meta.get("val"))
-    if meta is None:
-        return {}
-    if hasattr(meta, "shape"):
-        return {node.name: tuple(meta.shape)}
-    if isinstance(meta, (tuple, list)):
-        return {
-            f"{node.name}[{k}]": tuple(m.shape) for k, m in enumerate(meta) if hasattr(m, "shape")
-        }
-    return {}
-
-
-def module_class(module: torch.nn.Module) -> type:
-    """A module's class as the rule table knows it (seen through torch parametrizations)."""
-    cls = type(module)
-    return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
-
-
-def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.Node, Any]]:
+def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.Node, Rule]]:
     """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...)."""
-    from .rules import lookup
-
     for node in list(gm.graph.nodes):
         if node.op in ("call_module", "call_function", "call_method"):
             rule = lookup(spelling(node, gm))
             if rule is not None and getattr(rule, hook, None) is not None:
                 yield node, rule
-
-
-def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Any:
-    """The rule-table key of a node: module class, function object, method name or ATen overload."""
-    if node.op == "call_module":
-        return module_class(gm.get_submodule(node.target))
-    return node.target
-
-
-def op_name(target: Any) -> str:
-    """Short name of a call target: `"transpose"` for `Tensor.transpose`, `torch.transpose` and
-    `aten.transpose.int` alike, so one rule reads every spelling of its op the same way."""
-    if isinstance(target, str):
-        return target
-    if isinstance(target, torch._ops.OpOverload):
-        return target._opname
-    return getattr(target, "__name__", str(target))
-
-
-def _spelling_name(key: Any) -> str:
-    if isinstance(key, str):
-        return f"Tensor.{key}"
-    if isinstance(key, torch._ops.OpOverload):
-        return str(key)
-    module = getattr(key, "__module__", "") or ""
-    return f"{module}.{getattr(key, '__qualname__', getattr(key, '__name__', key))}".lstrip(".")
 
 
 @dataclass
@@ -123,20 +70,6 @@ class Group:
         return [s for s in self.slots if s.tensor.startswith("@")]
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    """Choices the rules read while the graph is built (from the config).
-
-    `split`: when a view splits one dim into (heads, head_dim), channels follow the heads factor
-    (`"heads"`, where the view's sizes can be rewritten) or the innermost one (`"head_dim"`).
-    `prune_hidden`: let norms over the hidden size (LayerNorm, RMSNorm) couple their channels
-    instead of freezing them; the pruned model then normalises over the kept channels only.
-    """
-
-    split: str = "heads"
-    prune_hidden: bool = False
-
-
 class _SlotUnion:
     """Slot-level union-find with a 'fully frozen' flag, for decisions taken while building."""
 
@@ -165,146 +98,6 @@ class _SlotUnion:
         return self.find(s) in self.frozen
 
 
-class NodeView:
-    """Read access to one node for rules: its arguments, tensor keys and shapes.
-
-    Tensor keys: `c.out` (the node's output), `c.tensor(arg)` (an input node), `c.param(attr)` (a
-    parameter or buffer of the called module, `"@qualname"`). Shapes come from `shapes`.
-    """
-
-    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, shapes: dict[str, tuple[int, ...]]):
-        self.gm = gm
-        self.node = node
-        self.shapes = shapes
-        self.module = gm.get_submodule(node.target) if node.op == "call_module" else None
-
-    @property
-    def out(self) -> str | None:
-        return self.node.name if self.node.name in self.shapes else None
-
-    def target_name(self) -> str:
-        return op_name(self.node.target)
-
-    def arg(self, i: int, name: str | None = None, default: Any = None) -> Any:
-        """Positional arg i, or keyword `name`, or `default`."""
-        if i < len(self.node.args):
-            return self.node.args[i]
-        return self.node.kwargs.get(name, default) if name else default
-
-    def tensor(self, value: Any) -> str | None:
-        """The tensor key of an argument (a Node producing one tensor), else None."""
-        if isinstance(value, torch.fx.Node) and value.name in self.shapes:
-            return value.name
-        return None
-
-    def inputs(self) -> list[str]:
-        """Tensor keys of every tensor argument, in order."""
-        keys: list[str] = []
-        torch.fx.node.map_arg((self.node.args, self.node.kwargs), lambda n: keys.append(n.name))
-        return [k for k in keys if k in self.shapes]
-
-    def param(self, attr: str) -> str | None:
-        """Key of the called module's parameter or buffer `attr`, or None if it has none."""
-        if self.module is None or getattr(self.module, attr, None) is None:
-            return None
-        return f"@{self.node.target}.{attr}"
-
-    def value(self, key: str) -> torch.Tensor:
-        """The current tensor of a parameter key, or of a get_attr node's key."""
-        if key.startswith("@"):
-            return _fetch_attr(self.gm, key[1:])
-        node = next(n for n in self.gm.graph.nodes if n.name == key)
-        return _fetch_attr(self.gm, node.target)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        if key not in self.shapes and key.startswith("@"):
-            return tuple(self.value(key).shape)
-        return self.shapes[key]
-
-    def ndim(self, key: str) -> int:
-        return len(self.shape(key))
-
-
-class RuleContext(NodeView):
-    """What a rule sees of one node while the graph is built, and the calls that couple channels.
-
-    Slots are `(key, dim)`; negative dims count from the end.
-    """
-
-    def __init__(self, graph: DependencyGraph, node: torch.fx.Node) -> None:
-        super().__init__(graph.gm, node, graph.shapes)
-        self.g = graph
-        self.options = graph.options
-        self.touched: set[Slot] = set()
-        self._ins = set(self.inputs())
-        self._outs = set(tensor_shapes(node))
-
-    def param(self, attr: str) -> str | None:
-        key = super().param(attr)
-        if key is not None:
-            self.g.add_tensor(key, tuple(self.value(key).shape))
-        return key
-
-    def slot(self, key: str, dim: int) -> Slot:
-        return Slot(key, dim % len(self.g.shapes[key]))
-
-    # -- coupling ------------------------------------------------------------------------------
-    def link(self, a: tuple[str, int], b: tuple[str, int], idx: np.ndarray | None = None) -> None:
-        """Couple slot b's element i with slot a's element idx[i] (idx=None: the identity)."""
-        sa, sb = self.slot(*a), self.slot(*b)
-        self.touched.update((sa, sb))
-        size_a, size_b = self.g.shapes[sa.tensor][sa.dim], self.g.shapes[sb.tensor][sb.dim]
-        if idx is None:
-            if size_a != size_b:
-                raise ValueError(f"link of unequal sizes {sa}={size_a} and {sb}={size_b}")
-            idx = np.arange(size_a)
-        self.g.add_link(sa, sb, np.asarray(idx, dtype=np.int64))
-        for s, other in ((sa, sb), (sb, sa)):  # an input channel that does not become an output channel
-            if s.tensor in self._ins and other.tensor not in self._outs:
-                self.g.contracted.add(s)
-
-    def same(self, a: str, b: str, dims: Iterator[int] | None = None) -> None:
-        """Couple a and b dim by dim (all dims, or `dims`), 1:1."""
-        for d in dims if dims is not None else range(self.ndim(a)):
-            self.link((a, d), (b, d))
-
-    def broadcast(self, out: str, inputs: list[str]) -> None:
-        """Element-wise op with numpy broadcasting: align dims from the right, skip broadcast ones."""
-        for key in inputs:
-            shift = self.ndim(out) - self.ndim(key)
-            for d, size in enumerate(self.shape(key)):
-                if size == self.shape(out)[d + shift]:
-                    self.link((key, d), (out, d + shift))
-                elif size == 1:
-                    self.touch(key, d)
-
-    def freeze(self, key: str, dim: int, reason: str, elements: np.ndarray | None = None) -> None:
-        """Keep slot (key, dim) (or only `elements` of it) whatever the pruner says."""
-        s = self.slot(key, dim)
-        self.touched.add(s)
-        self.g.add_freeze(s, f"{reason} ({self.node.name})", elements)
-
-    def reduce(self, key: str, dim: int) -> None:
-        """Declare that the op sums over (key, dim): removed channels must read as zero there, so the mask
-        pass zeroes them, as it does for a contraction."""
-        s = self.slot(key, dim)
-        self.touched.add(s)
-        self.g.contracted.add(s)
-
-    def touch(self, key: str, dim: int | None = None) -> None:
-        """Declare slots handled without coupling them (the op only reads metadata, or size 1)."""
-        dims = range(self.ndim(key)) if dim is None else [dim]
-        self.touched.update(self.slot(key, d) for d in dims)
-
-    def role(self, key: str, dim: int, role: str) -> None:
-        """Tag a slot with what it is in a transformer ("heads", "hidden"): for the report and errors."""
-        self.g.roles[self.slot(key, dim)] = role
-
-    def is_frozen(self, key: str, dim: int) -> bool:
-        """Whether a slot is already known frozen as a whole (decisions for reshapes)."""
-        return self.g.slot_union.is_frozen(self.slot(key, dim))
-
-
 class DependencyGraph:
     """Slots, links and frozen elements of one traced GraphModule, and the groups they form.
 
@@ -320,8 +113,9 @@ class DependencyGraph:
         self._edges: list[tuple[np.ndarray, np.ndarray]] = []
         self._frozen: list[tuple[Slot, np.ndarray | None, str]] = []
         self.slot_union = _SlotUnion()
-        self.coarse = nx.Graph()
+        #: barrier reason -> the nodes it stopped, for the barriers that keep a group with parameters whole
         self.unsupported: dict[str, list[str]] = {}
+        self._barriers: list[tuple[str, str, list[Slot]]] = []
         #: input slots an op contracts or sums over (conv/linear/matmul inputs, `reduce`): the mask pass zeroes these
         self.contracted: set[Slot] = set()
         self.roles: dict[Slot, str] = {}
@@ -337,13 +131,11 @@ class DependencyGraph:
             s = Slot(key, d)
             self.offsets[s] = self.n_elements
             self.n_elements += size
-            self.coarse.add_node(s)
 
     def add_link(self, a: Slot, b: Slot, idx: np.ndarray) -> None:
         ids_b = self.offsets[b] + np.arange(len(idx))
         self._edges.append((self.offsets[a] + idx, ids_b))
         self.slot_union.union(a, b)
-        self.coarse.add_edge(a, b)
 
     def add_freeze(self, s: Slot, reason: str, elements: np.ndarray | None) -> None:
         self._frozen.append((s, elements, reason))
@@ -357,17 +149,20 @@ class DependencyGraph:
 
     @classmethod
     def build(cls, gm: torch.fx.GraphModule, options: BuildOptions | None = None) -> DependencyGraph:
-        """Run every node's rule over a shape-annotated GraphModule and form the groups."""
-        from .rules import lookup
+        """Run every node's rule over a shape-annotated GraphModule and form the groups.
 
+        Raises:
+            RuleError: a rule's `couple` hook raised anything but `NotHandled` (a bug in the rule).
+        """
         g = cls(gm, options)
         for node in gm.graph.nodes:
             for key, shape in tensor_shapes(node).items():
                 g.add_tensor(key, shape)
         for node in gm.graph.nodes:
-            g._apply(node, lookup)
+            g._apply(node)
         g._link_aliases()
         g._form_groups()
+        g._report_barriers()
         return g
 
     def _link_aliases(self) -> None:
@@ -375,7 +170,7 @@ class DependencyGraph:
         by_tensor: dict[int, list[str]] = {}
         for key in self.shapes:
             if key.startswith("@"):
-                value = _fetch_attr(self.gm, key[1:])
+                value = fetch_attr(self.gm, key[1:])
                 if isinstance(value, torch.Tensor):
                     by_tensor.setdefault(id(value), []).append(key)
         for keys in by_tensor.values():
@@ -383,7 +178,7 @@ class DependencyGraph:
                 for d in range(len(self.shapes[keys[0]])):
                     self.add_link(Slot(keys[0], d), Slot(other, d), np.arange(self.shapes[keys[0]][d]))
 
-    def _apply(self, node: torch.fx.Node, lookup: Callable[[Any], Any]) -> None:
+    def _apply(self, node: torch.fx.Node) -> None:
         outs = [k for k in tensor_shapes(node) if k in self.shapes]
         if node.op == "placeholder":
             self._freeze_all(outs, f"model input {node.name}")
@@ -394,7 +189,7 @@ class DependencyGraph:
             self._freeze_all([k for k in keys if k in self.shapes], "reaches the model output")
             return
         if node.op == "get_attr":
-            if isinstance(_fetch_attr(self.gm, node.target), torch.Tensor) and outs:
+            if isinstance(fetch_attr(self.gm, node.target), torch.Tensor) and outs:
                 c = RuleContext(self, node)
                 key = f"@{node.target}"
                 self.add_tensor(key, self.shapes[node.name])
@@ -407,16 +202,20 @@ class DependencyGraph:
         if not ins and not outs:  # arithmetic on sizes and other non-tensor values
             return
         if rule is None:
-            self.unsupported.setdefault(_spelling_name(key), []).append(node.format_node())
-            self._freeze_all(ins + outs, f"no rule for {_spelling_name(key)}")
+            self._barrier(node, spelling_name(key), f"no rule for {spelling_name(key)}", ins + outs)
             return
         try:
             rule.couple(c)
-        except Exception as e:  # a rule that cannot handle this use of its op makes it a barrier
-            why = f"the rule for {_spelling_name(key)} does not handle this use ({e})"
-            self.unsupported.setdefault(why, []).append(node.format_node())
-            self._freeze_all(ins + outs, why)
+        except NotHandled as e:  # the rule declines this use of its op: a barrier
+            why = f"the rule for {spelling_name(key)} does not handle this use ({e})"
+            self._barrier(node, why, why, ins + outs)
             return
+        except Exception as e:
+            hook = f"{getattr(rule.couple, '__module__', '')}.{getattr(rule.couple, '__qualname__', rule.couple)}"
+            raise RuleError(
+                f"the rule for {spelling_name(key)} ({hook}) failed on {node_context(node)}: {type(e).__name__}: "
+                f"{e}. This is a bug in the rule: fix it, or raise fxprune.rules.NotHandled for a use of the op it "
+                "cannot describe (the node then becomes a barrier)") from e
         params = []
         if c.module is not None:
             params = [f"@{node.target}.{n}" for n, _ in c.module.named_parameters(recurse=False)]
@@ -424,8 +223,30 @@ class DependencyGraph:
         for k in ins + outs + [p for p in params if p in self.shapes]:
             for d in range(len(self.shapes[k])):
                 if Slot(k, d) not in c.touched:
-                    self.add_freeze(Slot(k, d), f"dim {d} not handled by the rule for {_spelling_name(key)}",
+                    self.add_freeze(Slot(k, d), f"dim {d} not handled by the rule for {spelling_name(key)}",
                                     None)
+
+    def _barrier(self, node: torch.fx.Node, name: str, reason: str, keys: list[str]) -> None:
+        """Keep every slot of the node's tensors; `_report_barriers` decides whether the warning names it."""
+        slots = [Slot(k, d) for k in keys for d in range(len(self.shapes[k]))]
+        self._barriers.append((name, node.format_node(), slots))
+        self._freeze_all(keys, reason)
+
+    def _parameter_keys(self) -> set[str]:
+        keys = {f"@{n}" for n, _ in self.gm.named_parameters(remove_duplicate=False)}
+        for prefix, module in self.gm.named_modules(remove_duplicate=False):
+            for attr in getattr(module, "parametrizations", {}):
+                keys.add(f"@{prefix}.{attr}" if prefix else f"@{attr}")
+        return keys
+
+    def _report_barriers(self) -> None:
+        """A barrier costs channels only where it touches a group that holds a parameter; one that only keeps
+        constants and positions whole (a slice of the position-ids buffer) is not worth a warning."""
+        params = self._parameter_keys()
+        costly = {g.id for g in self.groups if any(s.tensor in params for s in g.slots)}
+        for name, text, slots in self._barriers:
+            if any(self.group_of[s] in costly for s in slots):
+                self.unsupported.setdefault(name, []).append(text)
 
     def _form_groups(self) -> None:
         n = self.n_elements
@@ -450,7 +271,10 @@ class DependencyGraph:
             if s.tensor.startswith("@"):
                 param_label[labels[off:off + self.shapes[s.tensor][s.dim]]] = True
 
-        for gid, comp in enumerate(sorted(nx.connected_components(self.coarse), key=self._order)):
+        components: dict[Slot, list[Slot]] = {}
+        for s in self.offsets:
+            components.setdefault(self.slot_union.find(s), []).append(s)
+        for gid, comp in enumerate(sorted(components.values(), key=self._order)):
             slots = sorted(comp, key=self._slot_order)
             ranges = [self._ids(s) for s in slots]
             classes = np.unique(labels[np.concatenate(ranges)]) if ranges else np.zeros(0, np.int64)
@@ -469,7 +293,7 @@ class DependencyGraph:
     def _slot_order(self, s: Slot) -> tuple[int, int]:
         return (self.offsets[s], s.dim)
 
-    def _order(self, comp: set[Slot]) -> int:
+    def _order(self, comp: list[Slot]) -> int:
         return min(self.offsets[s] for s in comp)
 
     def unsupported_message(self) -> str:
@@ -481,13 +305,5 @@ class DependencyGraph:
             "fxprune has no rule for these ops; channels do not propagate through them and the groups "
             "they touch are kept whole:\n" + "\n".join(lines) +
             "\nTo prune through one, register a rule: fxprune.register_rule(<op>, fxprune.rules.elementwise)"
-            " (or a rule of your own; see fxprune/rules.py)."
+            " if output channel i depends only on input channel i, or a rule of your own (see fxprune/rules/)."
         )
-
-
-def _fetch_attr(gm: torch.nn.Module, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-

@@ -15,14 +15,13 @@ Post: the same GraphModule (modified in place and returned) where every tensor w
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-from ..graph import NodeView, Slot, rule_nodes
+from ..graph import Slot, rule_nodes
 from ..masks import Masks
+from ..rules.context import MaskContext
 
 __all__ = ["insert_masks", "update_masks", "MASK_PREFIX", "is_mask_node", "WeightMask", "MaskContext",
            "bake_parametrizations"]
@@ -54,42 +53,6 @@ def is_mask_node(node: torch.fx.Node) -> bool:
         for a in node.args)
 
 
-class MaskContext(NodeView):
-    """What a rule's `mask` hook sees: the kept channels, and ways to swap the node for a masked twin."""
-
-    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks,
-                 maskable: set[int] | None = None) -> None:
-        super().__init__(gm, node, masks.graph.shapes)
-        self.masks = masks
-        self.maskable = maskable or set()
-
-    def keep_buffer(self, key: str, dim: int) -> torch.fx.Node | None:
-        """A get_attr node of a 0/1 buffer shaped to broadcast along (key, dim), or None if nothing is pruned
-        there (and its group is not one the session may prune later)."""
-        rank = len(self.shapes[key])
-        slot = Slot(key, dim % rank)
-        keep = _keep_or_ones(self.masks, slot, self.maskable)
-        if keep is None:
-            return None
-        shape = [1] * rank
-        shape[dim % rank] = -1
-        with self.gm.graph.inserting_before(self.node):
-            return _mask_buffer(self.gm, keep.float().view(shape), slot)
-
-    def get_attr(self, target: str) -> torch.fx.Node:
-        """A get_attr node (marked as a mask node, so speedup drops it once unused) for a module attribute."""
-        with self.gm.graph.inserting_before(self.node):
-            node = self.gm.graph.get_attr(target)
-        node.meta["fxprune_mask"] = True
-        return node
-
-    def swap(self, masked: Any, unmasked: Any, args: tuple[Any, ...], keep: torch.fx.Node) -> None:
-        """Make the node `masked(*args, keep=keep)`; speedup turns it into `unmasked(*args)`."""
-        self.node.meta["fxprune_unmasked"] = unmasked
-        self.node.op, self.node.target = "call_function", masked
-        self.node.args, self.node.kwargs = args, {**self.node.kwargs, "keep": keep}
-
-
 def _mask_buffer(gm: torch.fx.GraphModule, value: torch.Tensor, slot: Slot) -> torch.fx.Node:
     """Register a mask buffer for `slot` (recorded in `gm.meta["fxprune_masks"]` for `update_masks`)."""
     slots = gm.meta.setdefault("fxprune_masks", {})
@@ -108,6 +71,16 @@ def _keep_or_ones(masks: Masks, slot: Slot, maskable: set[int]) -> torch.Tensor 
     if gid in maskable:
         return torch.ones(masks.graph.shapes[slot.tensor][slot.dim], dtype=torch.bool)
     return None
+
+
+def _slot_buffer(gm: torch.fx.GraphModule, masks: Masks, slot: Slot, maskable: set[int]) -> torch.fx.Node | None:
+    """A 0/1 buffer broadcasting along `slot` (for a norm's masked twin), or None where it needs none."""
+    keep = _keep_or_ones(masks, slot, maskable)
+    if keep is None:
+        return None
+    shape = [1] * len(masks.graph.shapes[slot.tensor])
+    shape[slot.dim] = -1
+    return _mask_buffer(gm, keep.float().view(shape), slot)
 
 
 def update_masks(gm: torch.fx.GraphModule, masks: Masks) -> None:
@@ -185,7 +158,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks, maskable: set[int] | No
     maskable = maskable or set()
     for node, rule in rule_nodes(gm, "mask"):
         if not node.meta.get("fxprune_mask"):
-            rule.mask(MaskContext(gm, node, masks, maskable))
+            rule.mask(MaskContext(gm, node, masks, lambda g, slot: _slot_buffer(g, masks, slot, maskable)))
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for s in masks.graph.contracted:
         keep = _keep_or_ones(masks, s, maskable)

@@ -13,57 +13,18 @@ Post: a new GraphModule (the input is not modified) where mask nodes are gone, u
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import numpy as np
 import torch
 import torch.fx
 
 from ..errors import FxPruneError, node_context
-from ..graph import NodeView, rule_nodes
+from ..graph import rule_nodes
 from ..masks import Masks
+from ..rules.context import RewriteContext
 from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node, unmask_node
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
-
-
-class RewriteContext(NodeView):
-    """What a rule's `rewrite` sees: old and new shapes, kept indices, and ways to edit the node."""
-
-    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks,
-                 new: dict[str, tuple[int, ...]]) -> None:
-        super().__init__(gm, node, masks.graph.shapes)
-        self.masks = masks
-        self._new = new
-
-    def old_shape(self, key: str) -> tuple[int, ...]:
-        return self.masks.graph.shapes[key]
-
-    def new_shape(self, key: str) -> tuple[int, ...]:
-        return self._new.get(key, self.masks.graph.shapes[key])
-
-    def kept(self, key: str, dim: int) -> np.ndarray | None:
-        return self.masks.kept(key, dim)
-
-    def new_index(self, key: str, dim: int, i: int) -> int:
-        """Where position i (0 <= i <= size) of (key, dim) lands once channels are removed: the number of
-        kept elements before it. Slice bounds, select indices and split windows use it."""
-        kept = self.kept(key, dim)
-        return i if kept is None else int(np.searchsorted(kept, i))
-
-    def set_arg(self, i: int, name: str, value: Any) -> None:
-        """Set positional arg i if present, else keyword `name`."""
-        if i < len(self.node.args):
-            args = list(self.node.args)
-            args[i] = value
-            self.node.args = tuple(args)
-        else:
-            self.node.kwargs = {**self.node.kwargs, name: value}
-
-    def replace(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Turn the node into `call_function target(*args, **kwargs)` (e.g. chunk -> split)."""
-        self.node.op, self.node.target = "call_function", target
-        self.node.args, self.node.kwargs = args, kwargs
 
 
 def new_shapes(masks: Masks) -> dict[str, tuple[int, ...]]:

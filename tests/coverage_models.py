@@ -1,0 +1,293 @@
+"""Fixture models for issue 15's coverage classes, written here because torchvision and timm do not run in
+this environment. Each model takes `plain=True` to replace the op under test by a plain element-wise op (or a
+plain slice), so a test can measure what the op costs: the MACs removed must match.
+
+- `stochastic_depth` / `StochasticDepth` reproduce torchvision.ops.stochastic_depth as torchvision defines
+  them (a module-level function registered with `torch.fx.wrap`, so fx keeps it as one node), and carry
+  torchvision's `__module__` so the rule table sees the function torchvision users trace.
+- `drop_path` / `DropPath` reproduce timm.layers.drop (traced through by fx; identity in eval mode).
+- `EfficientNetLike`: MBConv blocks (expand, depthwise, squeeze-excite, project) with stochastic depth.
+- `ConvNeXtLike`: ConvNeXt blocks (depthwise 7x7, channels-last LayerNorm, MLP, layer scale) with
+  stochastic depth or drop-path.
+- `LeViTLike`: attention with a relative-position bias gathered as `biases[:, idxs]` and a subsampling
+  `x.view(B, H, W, C)[:, ::2, ::2]`, as timm's LeViT writes them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = ["stochastic_depth", "StochasticDepth", "drop_path", "DropPath", "EfficientNetLike", "ConvNeXtLike",
+           "LeViTLike"]
+
+
+def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:  # noqa: A002
+    """torchvision.ops.stochastic_depth: drop whole samples ("row") or the whole batch with probability p."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"drop probability has to be between 0 and 1, but got {p}")
+    if mode not in ["batch", "row"]:
+        raise ValueError(f"mode has to be either 'batch' or 'row', but got {mode}")
+    if not training or p == 0.0:
+        return input
+
+    survival_rate = 1.0 - p
+    if mode == "row":  # noqa: SIM108 (torchvision's code, verbatim)
+        size = [input.shape[0]] + [1] * (input.ndim - 1)
+    else:
+        size = [1] * input.ndim
+    noise = torch.empty(size, dtype=input.dtype, device=input.device)
+    noise = noise.bernoulli_(survival_rate)
+    if survival_rate > 0.0:
+        noise.div_(survival_rate)
+    return input * noise
+
+
+torch.fx.wrap("stochastic_depth")
+# The function torchvision users trace is torchvision's: same module and name, so the same rule-table key.
+stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth."""
+
+    def __init__(self, p: float, mode: str) -> None:
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return stochastic_depth(input, self.p, self.mode, self.training)
+
+
+def drop_path(x: Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True) -> Tensor:
+    """timm.layers.drop.drop_path: drop whole samples; a per-sample (N, 1, 1, 1) mask in train mode."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+    if keep_prob > 0.0 and scale_by_keep:
+        random_tensor.div_(keep_prob)
+    return x * random_tensor
+
+
+class DropPath(nn.Module):
+    """timm.layers.drop.DropPath."""
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.scale_by_keep = scale_by_keep
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep)
+
+
+class _Plain(nn.Module):
+    """The plain element-wise stand-in: x * 1 (a node with a rule, same MACs)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 1.0
+
+
+def _drop(p: float, kind: str, plain: bool) -> nn.Module:
+    if plain:
+        return _Plain()
+    return StochasticDepth(p, "row") if kind == "stochastic_depth" else DropPath(p)
+
+
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.SiLU()) if act else nn.Sequential(*layers)
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, ch: int, squeeze: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(ch, squeeze, 1), nn.Conv2d(squeeze, ch, 1)
+        self.act, self.gate = nn.SiLU(), nn.Sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class _MBConv(nn.Module):
+    """torchvision's MBConv: expand 1x1, depthwise kxk, squeeze-excite, project 1x1, stochastic depth, residual."""
+
+    def __init__(self, cin: int, cout: int, expand: int, stride: int, p: float, plain: bool) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            _conv_bn(cin, mid, 1), _conv_bn(mid, mid, 3, stride, groups=mid), _SqueezeExcite(mid, max(1, cin // 4)),
+            _conv_bn(mid, cout, 1, act=False))
+        self.stochastic_depth = _drop(p, "stochastic_depth", plain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block(x)
+        if self.use_res:
+            out = self.stochastic_depth(out)
+            out = out + x
+        return out
+
+
+class EfficientNetLike(nn.Module):
+    """A small EfficientNet: stem, MBConv stages with stochastic depth on every residual block, head."""
+
+    def __init__(self, plain: bool = False, num_classes: int = 10) -> None:
+        super().__init__()
+        stages = [(16, 16, 1, 1, 2), (16, 24, 4, 2, 2), (24, 40, 4, 2, 2)]  # cin, cout, expand, stride, repeats
+        blocks: list[nn.Module] = []
+        n = sum(s[-1] for s in stages)
+        for cin, cout, expand, stride, repeats in stages:
+            for r in range(repeats):
+                blocks.append(_MBConv(cin if r == 0 else cout, cout, expand, stride if r == 0 else 1,
+                                      0.2 * len(blocks) / n, plain))
+        self.stem = _conv_bn(3, 16, 3, 2)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _conv_bn(40, 64, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(64, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.pool(self.head(self.blocks(self.stem(x)))), 1))
+
+
+class _Permute(nn.Module):
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.permute(x, self.dims)
+
+
+class _CNBlock(nn.Module):
+    """torchvision's CNBlock: layer scale times the block, stochastic depth (or timm's drop-path), residual."""
+
+    def __init__(self, dim: int, p: float, kind: str, plain: bool) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim, 7, padding=3, groups=dim), _Permute([0, 2, 3, 1]), nn.LayerNorm(dim, eps=1e-6),
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), _Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * 0.5)
+        self.stochastic_depth = _drop(p, kind, plain)
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        result = self.layer_scale * self.block(input)
+        result = self.stochastic_depth(result)
+        result += input
+        return result
+
+
+class ConvNeXtLike(nn.Module):
+    """A small ConvNeXt: patchify stem, two stages of CNBlocks with a strided-conv downsample, pooled head."""
+
+    def __init__(self, kind: str = "stochastic_depth", plain: bool = False, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, 4)
+        self.stage1 = nn.Sequential(*(_CNBlock(16, 0.1 * i, kind, plain) for i in range(2)))
+        self.down = nn.Conv2d(16, 32, 2, 2)
+        self.stage2 = nn.Sequential(*(_CNBlock(32, 0.1 * (2 + i), kind, plain) for i in range(2)))
+        self.norm = nn.LayerNorm(32)
+        self.classifier = nn.Linear(32, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.classifier(self.norm(x.mean((2, 3))))
+
+
+class _LinearBN(nn.Sequential):
+    """timm LeViT's Linear + BatchNorm1d over tokens (B, N, C)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.c, self.bn = nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.c(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+def _bias_idxs(resolution: int, stride: int = 1) -> Tensor:
+    """timm LeViT's relative-position index: |dy| * resolution + |dx| for every (query, key) pair."""
+    q_points = list(itertools.product(range(0, resolution, stride), range(0, resolution, stride)))
+    k_points = list(itertools.product(range(resolution), range(resolution)))
+    return torch.tensor([[abs(p[0] - k[0]) * resolution + abs(p[1] - k[1]) for k in k_points] for p in q_points])
+
+
+class _Attention(nn.Module):
+    """LeViT attention: per-head q, k, v from one projection; scores plus a bias table gathered by index."""
+
+    def __init__(self, dim: int, key_dim: int, heads: int, resolution: int, plain: bool) -> None:
+        super().__init__()
+        self.heads, self.key_dim, self.val_dim, self.plain = heads, key_dim, 2 * key_dim, plain
+        self.scale = key_dim ** -0.5
+        self.qkv = _LinearBN(dim, heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Sequential(nn.Hardswish(), _LinearBN(heads * self.val_dim, dim))
+        n = resolution ** 2
+        self.attention_biases = nn.Parameter(torch.randn(heads, n) * 0.1)
+        self.register_buffer("attention_bias_idxs", _bias_idxs(resolution), persistent=False)
+        self.dense_biases = nn.Parameter(torch.randn(heads, n, n) * 0.1)  # the plain stand-in: same shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, self.heads, -1).split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 3, 1), v.permute(0, 2, 1, 3)
+        biases = self.dense_biases if self.plain else self.attention_biases[:, self.attention_bias_idxs]
+        attn = (q @ k * self.scale + biases).softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, self.heads * self.val_dim)
+        return self.proj(x)
+
+
+class _Subsample(nn.Module):
+    """timm LeViT's Subsample: tokens back to a grid, every other row and column."""
+
+    def __init__(self, stride: int, resolution: int, plain: bool) -> None:
+        super().__init__()
+        self.stride, self.resolution, self.plain = stride, resolution, plain
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, C = x.shape
+        grid = x.view(B, self.resolution, self.resolution, C)
+        r = (self.resolution + self.stride - 1) // self.stride
+        x = grid[:, :r, :r] if self.plain else grid[:, ::self.stride, ::self.stride]
+        return x.reshape(B, -1, C)
+
+
+class _Residual(nn.Module):
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.m(x)
+
+
+class _MLP(nn.Sequential):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__(_LinearBN(dim, hidden), nn.Hardswish(), _LinearBN(hidden, dim))
+
+
+class LeViTLike(nn.Module):
+    """A small LeViT: conv stem to 8x8 tokens, an attention + MLP stage, a subsampling step with a wider MLP,
+    a second stage at 4x4, mean-pooled head."""
+
+    def __init__(self, plain: bool = False, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.Hardswish(), nn.Conv2d(16, 32, 3, 2, 1))
+        self.stage1 = nn.Sequential(_Residual(_Attention(32, 8, 4, 8, plain)), _Residual(_MLP(32, 64)))
+        self.subsample = _Subsample(2, 8, plain)
+        self.expand = _MLP(32, 64)
+        self.stage2 = nn.Sequential(_Residual(_Attention(32, 8, 4, 4, plain)), _Residual(_MLP(32, 64)))
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = self.stage2(self.expand(self.subsample(self.stage1(x))))
+        return self.head(x.mean(1))
