@@ -47,8 +47,8 @@ from ..session import Session, split_batch
 from .base import Pruner
 from .evaluator import TorchEvaluator, build_optimizer
 
-__all__ = ["run_data", "score_masks", "Feed", "parse_call", "positive", "init_pruner", "TaylorFOWeightPruner", "ActivationAPoZRankPruner",
-           "ActivationMeanRankPruner"]
+__all__ = ["run_data", "score_masks", "Feed", "parse_call", "positive", "init_pruner", "TaylorFOWeightPruner",
+           "ActivationAPoZRankPruner", "ActivationMeanRankPruner"]
 
 _ACTIVATIONS = ("relu", "gelu", "relu6")
 #: sentinel for `Pruner.__init__`: the example inputs come later (from the first batch of the data or trainer)

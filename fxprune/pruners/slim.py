@@ -31,7 +31,7 @@ from ..session import Session
 from .base import Pruner
 from .data import Feed, init_pruner, parse_call, positive, score_masks
 
-__all__ = ["SlimPruner", "run_slim", "BATCHNORM_TYPES"]
+__all__ = ["SlimPruner", "run_slim", "slim_layers", "BATCHNORM_TYPES"]
 
 #: the layer types whose scale Slim penalises and ranks; op_types=['default'] means these for Slim
 BATCHNORM_TYPES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
@@ -40,7 +40,7 @@ _OPTIONS = {"scale": "the L1 penalty's weight (default 1e-4)",
             "optimizer": "(torch.optim.SGD, {'lr': 0.01}) or a factory f(params) (default Adam, lr 1e-3)"}
 
 
-def _slim_layers(session: Session, owner: str) -> list[Layer]:
+def slim_layers(session: Session, owner: str) -> list[Layer]:
     """The BatchNorm layers the rules select ('default' meaning every BatchNorm), or a ConfigError naming what
     the rules selected and the BatchNorm layers the model has."""
     cfg = session.config
@@ -66,7 +66,7 @@ def _slim_layers(session: Session, owner: str) -> list[Layer]:
 
 def _slim(session: Session, feed: Feed, model: torch.nn.Module, epochs: int, scale: float, owner: str) -> None:
     """Penalised training on session.model, then masks from |gamma| (raw, global in global mode)."""
-    layers = _slim_layers(session, owner)
+    layers = slim_layers(session, owner)
     gammas = [session.model.get_parameter(layer.weight) for layer in layers if not layer.excluded]
     before = [g.detach().clone() for g in gammas]
 
@@ -75,8 +75,8 @@ def _slim(session: Session, feed: Feed, model: torch.nn.Module, epochs: int, sca
 
     feed.train(session, model, penalty, epochs, why="; the L1 penalty on the BatchNorm scales never moved them")
     if all(torch.equal(b, g.detach()) for b, g in zip(before, gammas)):
-        raise InputError(f"{owner}: the BatchNorm scales did not change during the sparsity training, so the L1 penalty "
-                         "never moved them: build the optimizer over model.parameters() (the BatchNorm weights "
+        raise InputError(f"{owner}: the BatchNorm scales did not change during the sparsity training, so the L1 "
+                         "penalty never moved them: build the optimizer over model.parameters() (the BatchNorm weights "
                          "included) with a non-zero learning rate, and do not freeze the BatchNorm layers")
     session.apply(score_masks(session, "bn_scale", None, layers, raw_global=True))
 

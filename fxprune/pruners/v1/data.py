@@ -28,10 +28,10 @@ from torch import nn
 from ...errors import InputError
 from ...importance import Stats
 from ...masks import Masks
-from ...session import Session, prepare
+from ...session import Session
 from ..base import Pruner
 from ..data import score_masks
-from ..slim import _slim_layers
+from ..slim import slim_layers
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
            "TaylorFOWeightFilterPruner", "guess_inputs"]
@@ -99,7 +99,7 @@ class SlimPruner(_V1Pruner):
         super().__init__(model, config_list, optimizer, dummy_input=dummy_input, mode="global")
 
     def run(self, session: Session) -> None:
-        layers = _slim_layers(session, type(self).__name__)
+        layers = slim_layers(session, type(self).__name__)
         session.apply(score_masks(session, "bn_scale", None, layers, raw_global=True))
 
 
