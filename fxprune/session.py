@@ -358,7 +358,7 @@ class Session:
                         if not torch.isfinite(value):
                             raise InputError(f"loss is {value.item()} on batch {i}: statistics would be NaN; check "
                                              "the batch and the model's weights")
-                        self.model.zero_grad(set_to_none=True)  # each batch's own gradient, as a trainer's
+                        self.model.zero_grad(set_to_none=True)  # (w * dL/dw)^2 of THIS batch, not a running sum
                         value.backward()
                 n += 1
         self.model.zero_grad(set_to_none=True)

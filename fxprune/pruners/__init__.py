@@ -6,6 +6,8 @@ on a session (what `fxprune.compile` calls).
 | family (`fxprune.catalog`) | module |
 |---|---|
 | weights: level, l1, l2, fpgm | `oneshot` |
+| data: apoz, mean_activation, taylorfo | `data` |
+| training: slim | `slim` (through `RUNNERS`: the family is shared with ADMM and Movement) |
 """
 
 from __future__ import annotations
@@ -15,16 +17,26 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from ..session import Session
 from .base import Pruner
+from .data import ActivationAPoZRankPruner, ActivationMeanRankPruner, TaylorFOWeightPruner, run_data
+from .evaluator import TorchEvaluator
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
+from .slim import SlimPruner, run_slim
 
-__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES"]
+__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
+           "RUNNERS", "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
+           "TorchEvaluator"]
 
 #: catalogue family -> how a session runs it
-FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights}
+FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data}
+#: algorithm name -> its own runner, ahead of its family's (one algorithm of a family another module runs)
+RUNNERS: dict[str, Callable[[Session], None]] = {"slim": run_slim}
 
 
 def run_algorithm(session: Session) -> None:
     """Run the session config's algorithm between prepare and finish (masks computed and applied)."""
+    if session.config.pruner in RUNNERS:
+        RUNNERS[session.config.pruner](session)
+        return
     family = session.config.algorithm.family
     if family not in FAMILIES:
         raise ConfigError(f"config['pruner'] = {session.config.pruner!r}: its family {family!r} does not run "
