@@ -6,6 +6,7 @@ on a session (what `fxprune.compile` calls).
 | family (`fxprune.catalog`) | module |
 |---|---|
 | weights: level, l1, l2, fpgm | `oneshot` |
+| search: sa, netadapt, sensitivity (`search`), amc (`amc`); need an evaluator, so not via `compile` | |
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from ..session import Session
+from .amc import AMCPruner
 from .base import Pruner
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
+from .search import NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 
-__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES"]
+__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
+           "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
 
 #: catalogue family -> how a session runs it
 FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights}

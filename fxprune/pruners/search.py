@@ -149,17 +149,7 @@ class SearchSpace:
 
     def __init__(self, model: torch.nn.Module, config_list: Sequence[dict[str, Any]], example_inputs: Any,
                  algorithm: str = "l1", target: str = "params", round_to: int = 1, min_sparsity: float = 0.0) -> None:
-        if algorithm not in _CHANNEL_ALGOS:
-            hint = ("it prunes single weights, which change neither shapes nor MACs"
-                    if algorithm in ALGORITHMS and ALGORITHMS[algorithm].unit == "weights"
-                    else "it is not a weight-scored channel criterion")
-            raise ConfigError(f"pruning_algorithm={algorithm!r}: {hint}; the searches prune channels: use one of "
-                              f"{', '.join(_CHANNEL_ALGOS)}")
-        if target == "latency":
-            raise ConfigError("target='latency': measured onnxruntime latency budgets are not implemented yet; "
-                              "use target='flops' (MACs) or 'params'")
-        if target not in _TARGETS:
-            raise ConfigError(f"target={target!r}: use 'params', 'flops' (= 'macs')")
+        _check_algorithm(algorithm, target)
         self.target, self.algorithm, self.round_to = _TARGETS[target], algorithm, round_to
         self.budget = _budget(config_list)
         self.session: Session = prepare(model, {"pruner": algorithm, "rules": list(config_list), "round_to": round_to},
@@ -269,8 +259,47 @@ class SearchSpace:
             return copy.copy(self.session.masks) if shrink_only else Masks(self.session.graph)
         return self.session.compute_masks(ALGORITHMS[self.algorithm].criterion, config=cfg, shrink_only=shrink_only)
 
+    def cut(self, sparsities: np.ndarray, i: int, limit: float, upto: float | None = None) -> np.ndarray | None:
+        """`sparsities` with unit i raised by the fewest channels (up to `upto`, default its cap) that bring
+        the resource to `limit`; None when even `upto` does not."""
+        unit = self.units[i]
+        lo = unit.removed(max(float(sparsities[i]), self.min_sparsity), self.round_to)
+        hi = unit.removed(unit.cap if upto is None else upto, self.round_to)
+
+        def at(r: int) -> np.ndarray:
+            t = np.array(sparsities, dtype=float)
+            t[i] = r / unit.n
+            return t
+
+        if self.resource(at(lo)) <= limit:
+            return at(lo)
+        if hi <= lo or self.resource(at(hi)) > limit:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.resource(at(mid)) <= limit:
+                hi = mid
+            else:
+                lo = mid
+        return at(hi)
+
     def sparsity_dict(self, sparsities: np.ndarray) -> dict[str, float]:
         return {u.name: round(float(s), 6) for u, s in zip(self.units, self.quantise(np.asarray(sparsities)))}
+
+
+def _check_algorithm(algorithm: str, target: str) -> None:
+    """The base criterion must score channels from weights; the budget a resource counted here."""
+    if algorithm not in _CHANNEL_ALGOS:
+        hint = ("it prunes single weights, which change neither shapes nor MACs"
+                if algorithm in ALGORITHMS and ALGORITHMS[algorithm].unit == "weights"
+                else "it is not a weight-scored channel criterion")
+        raise ConfigError(f"pruning_algorithm={algorithm!r}: {hint}; the searches prune channels: use one of "
+                          f"{', '.join(_CHANNEL_ALGOS)}")
+    if target == "latency":
+        raise ConfigError("target='latency': measured onnxruntime latency budgets are not implemented yet; "
+                          "use target='flops' (MACs) or 'params'")
+    if target not in _TARGETS:
+        raise ConfigError(f"target={target!r}: use 'params', 'flops' (= 'macs')")
 
 
 def _budget(config_list: Sequence[dict[str, Any]]) -> float:
@@ -280,8 +309,8 @@ def _budget(config_list: Sequence[dict[str, Any]]) -> float:
               if isinstance(e, dict) and not e.get("exclude")}
     values.discard(None)
     if len(values) != 1:
-        raise ConfigError(f"config_list gives the budgets {sorted(values)}: a search takes one budget; give every entry "
-                          "the same total_sparsity (the fraction of the resource to remove)")
+        raise ConfigError(f"config_list gives the budgets {sorted(values)}: a search takes one budget; give every "
+                          "entry the same total_sparsity (the fraction of the resource to remove)")
     value = values.pop()
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
         raise ConfigError(f"config_list total_sparsity={value!r}: give the fraction to remove, in (0, 1)")
@@ -336,6 +365,7 @@ class SearchPruner:
         self.seed, self.rng = seed, np.random.default_rng(seed)
         self._round_to, self._min_sparsity = round_to, min_sparsity
         self._budget = _budget(self.config_list)  # checked now, before any evaluation
+        _check_algorithm(pruning_algorithm, target)
         self.space: SearchSpace | None = None
         self.history: list[_Candidate] = []
         self.dense_score: float | None = None
@@ -607,28 +637,6 @@ class NetAdaptPruner(SearchPruner):
                          optimize_mode=optimize_mode, seed=seed)
         self.sparsity_per_iteration = float(sparsity_per_iteration)
 
-    def _cut(self, space: SearchSpace, current: np.ndarray, i: int, limit: float) -> np.ndarray | None:
-        """The fewest extra channels of unit i that bring the resource to `limit`, or None."""
-        unit = space.units[i]
-        lo = unit.removed(current[i], space.round_to)
-        hi = unit.removed(unit.cap, space.round_to)
-        trial = current.copy()
-
-        def at(r: int) -> np.ndarray:
-            t = trial.copy()
-            t[i] = r / unit.n
-            return t
-
-        if hi <= lo or space.resource(at(hi)) > limit:
-            return None
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if space.resource(at(mid)) <= limit:
-                hi = mid
-            else:
-                lo = mid
-        return at(hi)
-
     def compress(self) -> torch.nn.Module:  # type: ignore[override]
         """Run the search; returns the masked model with the chosen masks (NNI v1 returns the wrapped model)."""
         super().compress()
@@ -643,7 +651,7 @@ class NetAdaptPruner(SearchPruner):
         while resource > space.limit * (1 + 1e-9):
             limit = max(resource - step, space.limit)
             proposals = [(i, p) for i in range(len(space.units))
-                         if (p := self._cut(space, current, i, limit)) is not None]
+                         if (p := space.cut(current, i, limit)) is not None]
             if not proposals:  # no unit alone saves a whole step: take the most any unit can save
                 best_saving = [(resource - space.resource(np.where(np.arange(len(current)) == i,
                                                                    space.units[i].cap, current)), i)
@@ -654,7 +662,7 @@ class NetAdaptPruner(SearchPruner):
                     break
                 limit = resource - saving
                 proposals = [(i, p) for i in range(len(space.units))
-                             if (p := self._cut(space, current, i, limit)) is not None]
+                             if (p := space.cut(current, i, limit)) is not None]
             self._best = None  # only the last iteration's candidates meet the final budget
             base_masks = self._masks_from(space, current, state)
             chosen = None
