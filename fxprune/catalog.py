@@ -64,14 +64,14 @@ _TABLE = [
     Algorithm("lottery", "iterative", "channels", None, ("LotteryTicketPruner",),
               "rounds at 1 - (1 - s)^(i/N), weights reset to their initial values"),
     Algorithm("sa", "search", "channels", None, ("SimulatedAnnealingPruner",),
-              "simulated annealing over per-layer sparsities"),
+              "simulated annealing over per-layer sparsities", True),
     Algorithm("autocompress", "search", "channels", None, ("AutoCompressPruner",),
               "rounds of simulated annealing + ADMM"),
-    Algorithm("amc", "search", "channels", None, ("AMCPruner",), "DDPG agent choosing per-layer sparsities"),
+    Algorithm("amc", "search", "channels", None, ("AMCPruner",), "DDPG agent choosing per-layer sparsities", True),
     Algorithm("netadapt", "search", "channels", None, ("NetAdaptPruner",),
-              "greedy per-layer cuts under a resource budget"),
+              "greedy per-layer cuts under a resource budget", True),
     Algorithm("sensitivity", "search", "channels", None, ("SensitivityPruner",),
-              "per-layer accuracy curves, allocation under an accuracy drop"),
+              "per-layer accuracy curves, allocation under an accuracy drop", True),
 ]
 
 #: name -> Algorithm, in catalogue order.

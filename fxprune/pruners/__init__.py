@@ -8,6 +8,8 @@ on a session (what `fxprune.compile` calls).
 | weights: level, l1, l2, fpgm | `oneshot` |
 | data: apoz, mean_activation, taylorfo | `data` |
 | training: slim | `slim` (through `RUNNERS`: the family is shared with ADMM and Movement) |
+| search: sa, netadapt, sensitivity | `search` (need an evaluator: their classes, not `compile`) |
+| search: amc | `amc` |
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from ..session import Session
+from .amc import AMCPruner
 from .base import Pruner
 from .data import ActivationAPoZRankPruner, ActivationMeanRankPruner, TaylorFOWeightPruner, run_data
 from .evaluator import TorchEvaluator
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
+from .search import NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 from .slim import SlimPruner, run_slim
 
 __all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
            "RUNNERS", "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
-           "TorchEvaluator"]
+           "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
 
 #: catalogue family -> how a session runs it
 FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data}

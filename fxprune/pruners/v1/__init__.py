@@ -1,4 +1,4 @@
-"""NNI v1 pruner classes (the v1 seed: `nni.compression.torch`, v1.7-v2.2 signatures).
+"""NNI v1 pruner classes (the v1 seed: `nni.compression.torch`, v1.7-v2.2 signatures), on fxprune's engines.
 
     from fxprune.pruners.v1 import SlimPruner      # instead of `from nni.compression.torch import SlimPruner`
 """
@@ -9,6 +9,8 @@ from .data import (
     SlimPruner,
     TaylorFOWeightFilterPruner,
 )
+from .search import AMCPruner, NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
-           "TaylorFOWeightFilterPruner"]
+           "TaylorFOWeightFilterPruner", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner",
+           "AMCPruner"]
