@@ -27,8 +27,9 @@ import torch.nn as nn
 
 from .errors import InputError, UnsupportedError
 from .nni_masks import check_nni_masks, load_nni_masks, speedup_from_nni
+from .pruners.evaluator import TorchEvaluator
 
-__all__ = ["trace", "ModelSpeedup", "count_flops_params"]
+__all__ = ["trace", "ModelSpeedup", "count_flops_params", "TorchEvaluator"]
 
 _log = logging.getLogger(__name__)
 
