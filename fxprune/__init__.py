@@ -22,6 +22,7 @@ from .errors import (
 from .graph import DependencyGraph
 from .masks import Masks
 from .passes.export import ExportResult, export_onnx
+from .pruners.iterative import IterateResult, iterate
 from .rules import Rule, register_rule
 from .serialize import Loaded, SavedMasks, load, save
 from .session import Session, prepare
@@ -35,3 +36,4 @@ __all__ = [
     "models", "datasets", "training",
     "FormatError", "save", "load", "Loaded", "SavedMasks", "__version__",
 ]
+__all__ += ["iterate", "IterateResult"]

@@ -6,6 +6,7 @@ on a session (what `fxprune.compile` calls).
 | family (`fxprune.catalog`) | module |
 |---|---|
 | weights: level, l1, l2, fpgm | `oneshot` |
+| iterative: linear, agp, lottery (NNI v1 forms in `pruners.v1`) | `iterative` (`fxprune.iterate`) |
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from ..session import Session
 from .base import Pruner
+from .iterative import AGPPruner, LinearPruner, LotteryTicketPruner, iterate
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
 
 __all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES"]
+__all__ += ["LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate"]
 
 #: catalogue family -> how a session runs it
 FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights}
