@@ -258,3 +258,135 @@ def test_v2_seed_snippets(tmp_path, monkeypatch, cls_name, extra) -> None:
     conv = fxprune.speedup(model, masks, X).get_parameter("conv2.weight")
     assert conv.shape[0] == 32 - math.floor(0.8 * 32)
     assert (tmp_path / pruner.log_dir / "rounds.json").exists()
+
+
+# -- NNI v1 forms ----------------------------------------------------------------------------------
+
+def test_v1_agp_epoch_schedule_matches_nni() -> None:
+    got = [schedules.agp_epoch(e, 0.0, 0.8, 0, 10, 1) for e in range(11)]
+    assert got == pytest.approx([0, .238, .424, .563, .663, .730, .770, .791, .799, .8, .8], abs=1e-3)
+    assert schedules.agp_epoch(3, 0.0, 0.8, 0, 10, 2) is None and schedules.agp_epoch(0, 0.0, 0.8, 2, 10, 1) is None
+
+
+def _train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int = 3) -> None:
+    model.train()
+    for i, (x, y) in enumerate(digits_batches()[0]):
+        if i == steps:
+            break
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def test_v1_agp_seed_snippet_level() -> None:
+    model = digits_cnn()
+    scope = {"model": model, "torch": torch}
+    exec("""
+from fxprune.pruners.v1 import AGPPruner
+config_list = [{
+    'initial_sparsity': 0,
+    'final_sparsity': 0.8,
+    'start_epoch': 0,
+    'end_epoch': 10,
+    'frequency': 1,
+    'op_types': ['default']
+}]
+optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=1e-4)
+pruner = AGPPruner(model, config_list, optimizer, pruning_algorithm='level')
+pruner.compress()
+""", scope)
+    pruner, optimizer = scope["pruner"], scope["optimizer"]
+    seen = []
+    for epoch in range(11):
+        _train_steps(model, optimizer, 2)
+        pruner.update_epoch(epoch)
+        _train_steps(model, optimizer, 1)  # the masks follow the next step
+        seen.append(1 - (model.conv2.weight != 0).float().mean().item())
+    expected = [schedules.agp_epoch(e, 0, 0.8, 0, 10, 1) for e in range(11)]
+    assert seen == pytest.approx(expected, abs=2e-3)
+    assert all(b >= a for a, b in zip(seen, seen[1:]))
+    assert set(pruner.get_masks()) == {"conv1", "conv2", "conv3", "conv4", "fc"}
+    result = pruner.speedup()
+    assert result.report.max_abs_diff < 1e-4
+    torch.testing.assert_close(result.model.eval()(X), model.eval()(X), rtol=1e-4, atol=1e-5)
+
+
+def test_v1_agp_l1_masks_channels_of_your_model_and_speedup_removes_them() -> None:
+    from fxprune.pruners.v1 import AGPPruner
+
+    model = digits_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pruner = AGPPruner(model, [{"final_sparsity": 0.5, "end_epoch": 3, "op_types": ["Conv2d"]}], optimizer, "l1")
+    assert pruner.compress() is model
+    for epoch in range(4):
+        pruner.update_epoch(epoch)
+        _train_steps(model, optimizer, 2)
+    zero_rows = (model.conv3.weight.flatten(1).abs().sum(1) == 0).sum().item()
+    assert zero_rows == 32 and (model.bn3.weight == 0).sum().item() == 32
+    result = pruner.speedup()
+    assert result.model.get_parameter("conv3.weight").shape[0] == 32 and result.report.max_abs_diff < 1e-4
+    torch.testing.assert_close(result.model.eval()(X), model.eval()(X), rtol=1e-4, atol=1e-5)
+
+
+def test_v1_lottery_seed_snippet_resets_weights_optimizer_and_scheduler() -> None:
+    model = digits_cnn()
+    w0 = model.conv2.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)
+    scope = {"model": model, "optimizer": optimizer}
+    exec("""
+from fxprune.pruners.v1 import LotteryTicketPruner
+config_list = [{
+    'prune_iterations': 5,
+    'sparsity': 0.8,
+    'op_types': ['default']
+}]
+pruner = LotteryTicketPruner(model, config_list, optimizer)
+pruner.compress()
+""", scope)
+    pruner = scope["pruner"]
+    pruner.lr_scheduler, pruner._scheduler_state = scheduler, scheduler.state_dict()
+    sparsities = []
+    for r in pruner.get_prune_iterations():
+        pruner.prune_iteration_start()
+        keep = (model.conv2.weight != 0) if r else torch.ones_like(w0, dtype=torch.bool)
+        torch.testing.assert_close(model.conv2.weight, w0 * keep)
+        assert not optimizer.state and optimizer.param_groups[0]["lr"] == 0.01
+        sparsities.append(1 - keep.float().mean().item())
+        _train_steps(model, optimizer, 2)
+        scheduler.step()
+    assert sparsities == pytest.approx([0] + schedules.rounds(schedules.lottery, 5, 0.8, warm_up=False), abs=2e-3)
+    with pytest.raises(fxprune.InputError, match="6 rounds"):
+        pruner.prune_iteration_start()
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"initial_sparsity": 0.1, "op_types": ["default"]}, "no 'final_sparsity'"),
+    ({"sparsity": 0.5, "op_types": ["default"]}, "v1 AGP uses 'final_sparsity'"),
+    ({"final_sparsity": 0.5, "start_epoch": 5, "end_epoch": 2, "op_types": ["default"]}, "end_epoch 2 < start_epoch"),
+    ({"final_sparsity": 0.5, "frequency": 0, "op_types": ["default"]}, "frequency must be an integer >= 1"),
+])
+def test_v1_agp_bad_config(entry, match) -> None:
+    from fxprune.pruners.v1 import AGPPruner
+
+    model = digits_cnn()
+    with pytest.raises(ConfigError, match=match):
+        AGPPruner(model, [entry], torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_v1_bad_calls() -> None:
+    from fxprune.pruners.v1 import AGPPruner, LotteryTicketPruner
+
+    model = digits_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner = AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], opt)  # no initial: fine
+    for bad in (1.5, "3", True, -1):
+        with pytest.raises(fxprune.InputError, match="update_epoch"):
+            pruner.update_epoch(bad)
+    with pytest.raises(fxprune.InputError, match="optimizer"):
+        AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], None)
+    with pytest.raises(ConfigError, match="the same number"):
+        LotteryTicketPruner(model, [{"prune_iterations": 2, "sparsity": 0.5, "op_types": ["Conv2d"]},
+                                    {"prune_iterations": 3, "sparsity": 0.5, "op_types": ["Linear"]}], opt)
+    with pytest.raises(ConfigError, match="not implemented in this build"):
+        AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], opt, "taylorfo")
