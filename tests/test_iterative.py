@@ -12,7 +12,7 @@ import fxprune
 from fxprune import schedules
 from fxprune.errors import ConfigError, FxPruneError
 from fxprune.pruners.iterative import _measure
-from tests.realdata import digits_batches, digits_cnn, digits_evaluator, digits_input
+from tests.realdata import digits_batches, digits_cnn, digits_evaluator, digits_finetuner, digits_input
 
 X = digits_input()
 
@@ -390,3 +390,27 @@ def test_v1_bad_calls() -> None:
                                     {"prune_iterations": 3, "sparsity": 0.5, "op_types": ["Linear"]}], opt)
     with pytest.raises(ConfigError, match="not implemented in this build"):
         AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], opt, "taylorfo")
+
+
+# -- accuracy: gradual beats one-shot at the same fine-tuning budget ----------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pruner, sparsity", [("level", 0.8), ("l1", 0.5)])
+def test_agp_is_at_least_as_accurate_as_one_shot_with_the_same_fine_tuning(pruner, sparsity, record_property) -> None:
+    evaluator, train_b = digits_evaluator(), digits_batches()[0]
+    torch.manual_seed(0)
+    r = fxprune.iterate(digits_cnn(), {"pruner": pruner, "sparsity": sparsity}, X, schedule="agp", iterations=5,
+                        finetune=digits_finetuner(1), evaluate=evaluator)
+    epochs = len(r.rounds)  # one epoch per round, warm-up included
+    torch.manual_seed(0)
+    s = fxprune.prepare(digits_cnn(), {"pruner": pruner, "sparsity": sparsity}, X)
+    s.apply(s.compute_masks())
+    fxprune.training.train(s.model, train_b, epochs=epochs, lr=1e-3)  # masked: removed weights stay removed
+    one_shot = s.finish()
+    agp_acc, one_shot_acc = evaluator(r.model), evaluator(one_shot.model.eval())
+    record_property("agp_accuracy", agp_acc)
+    record_property("one_shot_accuracy", one_shot_acc)
+    print(f"{pruner} {sparsity}: AGP {agp_acc:.4f}, one-shot + {epochs} epochs {one_shot_acc:.4f}")
+    assert r.rounds[-1].params == one_shot.report.params_after
+    assert r.rounds[-1].nonzero_params == one_shot.report.nonzero_params_after
+    assert agp_acc >= one_shot_acc
