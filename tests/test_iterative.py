@@ -414,3 +414,21 @@ def test_agp_is_at_least_as_accurate_as_one_shot_with_the_same_fine_tuning(prune
     assert r.rounds[-1].params == one_shot.report.params_after
     assert r.rounds[-1].nonzero_params == one_shot.report.nonzero_params_after
     assert agp_acc >= one_shot_acc
+
+
+@pytest.mark.slow
+def test_lottery_ticket_in_miniature_trains_back_to_dense_accuracy() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from tests.realdata import load_or_skip
+
+    load_or_skip(fxprune.datasets.mnist5k)
+    path = Path(__file__).parent.parent / "examples" / "lottery_ticket.py"
+    spec = importlib.util.spec_from_file_location("lottery_ticket", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.run(epochs=4, rounds=3)  # the benchmark (docs/iterative.md) uses 10 epochs, 5 rounds
+    print(out)
+    assert out["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert out["ticket"] >= out["dense"] - 0.01
