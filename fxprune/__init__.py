@@ -23,6 +23,7 @@ from .errors import (
 from .graph import DependencyGraph
 from .masks import Masks
 from .passes.export import ExportResult, export_onnx
+from .pruners.iterative import IterateResult, iterate
 from .rules import Rule, register_rule
 from .serialize import Loaded, SavedMasks, load, save
 from .session import Session, prepare
@@ -38,3 +39,4 @@ __all__ = [
     "FormatError", "save", "load", "Loaded", "SavedMasks", "__version__",
     "apply_to", "nni", "nni_masks",
 ]
+__all__ += ["iterate", "IterateResult"]

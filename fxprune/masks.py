@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.utils.parametrize as parametrize
 
 from .config import Config, RuleConfig
 from .graph import DependencyGraph, Group, Slot
@@ -199,13 +200,13 @@ def magnitude_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Ma
     chosen = [lay for lay in layers if not lay.excluded]
     pools: dict[int, list[Layer]] = {}
     for layer in chosen:
-        weight = dg.gm.get_parameter(layer.slot.tensor[1:]).detach().abs()
+        weight = _weight(dg.gm, layer.slot.tensor[1:]).detach().abs()
         if layer.rule.total_sparsity is not None or cfg.ranks_globally:
             pools.setdefault(id(layer.rule), []).append(layer)
             continue
         masks.weights[layer.slot.tensor[1:]] = _magnitude_keep(weight, layer.rule.sparsity)
     for members in pools.values():
-        weights = [dg.gm.get_parameter(m.slot.tensor[1:]).detach().abs() for m in members]
+        weights = [_weight(dg.gm, m.slot.tensor[1:]).detach().abs() for m in members]
         flat = torch.cat([w.flatten() for w in weights])
         k = int(math.floor(members[0].rule.target * flat.numel()))
         threshold = flat.kthvalue(k).values if k > 0 else -1.0
@@ -213,13 +214,24 @@ def magnitude_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Ma
             masks.weights[m.slot.tensor[1:]] = w > threshold
     by_tensor: dict[int, list[str]] = {}  # tied weights: one tensor, one mask (zero what any name zeroes)
     for name in masks.weights:
-        by_tensor.setdefault(id(dg.gm.get_parameter(name)), []).append(name)
+        by_tensor.setdefault(id(_weight(dg.gm, name, original=True)), []).append(name)
     for names in by_tensor.values():
         if len(names) > 1:
             keep = torch.stack([masks.weights[n] for n in names]).all(0)
             for n in names:
                 masks.weights[n] = keep
     return masks
+
+
+def _weight(gm: torch.nn.Module, name: str, original: bool = False) -> torch.Tensor:
+    """A weight by qualname; once a session masked it (a parametrization), its masked value, so the weights
+    an earlier step removed are zeros, the smallest, and count towards the sparsity (`original`: the
+    stored parameter, to tell tied weights apart)."""
+    owner, _, attr = name.rpartition(".")
+    module = gm.get_submodule(owner)
+    if parametrize.is_parametrized(module, attr):
+        return module.parametrizations[attr].original if original else getattr(module, attr)
+    return gm.get_parameter(name)
 
 
 def _magnitude_keep(weight: torch.Tensor, sparsity: float) -> torch.Tensor:

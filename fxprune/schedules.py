@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["linear", "agp", "lottery", "rounds", "SCHEDULES", "Schedule"]
+__all__ = ["linear", "agp", "lottery", "rounds", "SCHEDULES", "Schedule", "agp_epoch"]
 
 Schedule = Callable[[int, int, float], float]
 
@@ -48,3 +48,20 @@ SCHEDULES: dict[str, Schedule] = {"linear": linear, "agp": agp, "lottery": lotte
 def rounds(schedule: Schedule, total: int, final: float, *, warm_up: bool = True) -> list[float]:
     """The sparsity of every round: iterations 0..total (NNI's sparsity-0 warm-up first), or 1..total."""
     return [schedule(i, total, final) for i in range(0 if warm_up else 1, total + 1)]
+
+
+def agp_epoch(epoch: int, initial: float, final: float, start: int, end: int, frequency: int) -> float | None:
+    """NNI v1 AGPPruner's sparsity at `epoch`, or None where the mask is not recomputed (before `start_epoch`,
+    or between two `frequency` steps).
+
+    `s = final + (initial - final) (1 - (epoch - start) / span)^3` with `span = ((end - start - 1) // frequency) *
+    frequency`; `final` from `end` on (and when the span is empty).
+    """
+    if epoch < start:
+        return None
+    span = ((end - start - 1) // frequency) * frequency
+    if epoch >= end or span <= 0 or initial >= final:
+        return final
+    if (epoch - start) % frequency:
+        return None
+    return final + (initial - final) * (1 - (epoch - start) / span) ** 3

@@ -50,6 +50,8 @@ def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
             gm.graph.erase_node(node)
     for name in [n for n, _ in gm.named_buffers() if n.startswith(MASK_PREFIX)]:
         delattr(gm, name)
+    # a new dict: the copy must not claim mask buffers it no longer has (a session on it would look for them)
+    gm.meta = {k: v for k, v in gm.meta.items() if k != "fxprune_masks"}
 
 
 def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:

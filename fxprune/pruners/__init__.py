@@ -8,6 +8,7 @@ on a session (what `fxprune.compile` calls).
 | weights: level, l1, l2, fpgm | `oneshot` |
 | data: apoz, mean_activation, taylorfo | `data` |
 | training: slim | `slim` (through `RUNNERS`: the family is shared with ADMM and Movement) |
+| iterative: linear, agp, lottery | `iterative` (`fxprune.iterate`; a schedule of rounds, not `compile`) |
 | search: sa, netadapt, sensitivity | `search` (need an evaluator: their classes, not `compile`) |
 | search: amc | `amc` |
 """
@@ -22,13 +23,15 @@ from .amc import AMCPruner
 from .base import Pruner
 from .data import ActivationAPoZRankPruner, ActivationMeanRankPruner, TaylorFOWeightPruner, run_data
 from .evaluator import TorchEvaluator
+from .iterative import AGPPruner, LinearPruner, LotteryTicketPruner, iterate
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
 from .search import NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 from .slim import SlimPruner, run_slim
 
 __all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
            "RUNNERS", "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
-           "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
+           "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner", "AMCPruner",
+           "LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate"]
 
 #: catalogue family -> how a session runs it
 FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data}

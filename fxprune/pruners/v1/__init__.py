@@ -9,8 +9,9 @@ from .data import (
     SlimPruner,
     TaylorFOWeightFilterPruner,
 )
+from .iterative import AGPPruner, LotteryTicketPruner
 from .search import AMCPruner, NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
-           "TaylorFOWeightFilterPruner", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner",
-           "AMCPruner"]
+           "TaylorFOWeightFilterPruner", "AGPPruner", "LotteryTicketPruner", "SimulatedAnnealingPruner",
+           "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
