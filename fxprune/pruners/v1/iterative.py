@@ -33,7 +33,7 @@ from ...masks import Masks
 from ...passes.mask import MASK_PREFIX, WeightMask
 from ...schedules import agp_epoch
 from ...session import CompileResult, Session, prepare
-from ..iterative import NNI_ALGORITHMS, _inner_config, _rewind, _round_rules, _sizes, _snapshot
+from ..iterative import NNI_ALGORITHMS, inner_config, rewind, round_rules, sizes, snapshot
 
 __all__ = ["AGPPruner", "LotteryTicketPruner"]
 
@@ -65,7 +65,7 @@ class _V1Pruner:
         if not isinstance(model, torch.nn.Module):
             raise InputError(f"{type(self).__name__}: model must be an nn.Module, got {type(model).__name__}")
         self.model = model
-        self.config, _ = _inner_config({"pruner": algorithm, "rules": rules}, None)
+        self.config, _ = inner_config({"pruner": algorithm, "rules": rules}, None)
         self._inputs: tuple[Any, ...] | None = None if dummy_input is None else (
             tuple(dummy_input) if isinstance(dummy_input, (tuple, list)) else (dummy_input,))
         self._hook: Any = None
@@ -90,7 +90,7 @@ class _V1Pruner:
                                  "pass dummy_input=torch.randn(1, ...) or run one forward pass (a training step) "
                                  "before the first pruning step")
             self._session = prepare(self.model, self.config, self._inputs)  # before any mask is on the model
-            self._n0 = _sizes(self._session)
+            self._n0 = sizes(self._session)
         return self._session
 
     @torch.no_grad()
@@ -112,7 +112,7 @@ class _V1Pruner:
         """Masks for these per-rule sparsities (masked weights stay masked), written onto the user's model."""
         session = self._scoring_session()
         self._sync(session)
-        masks = session.compute_masks(config=_round_rules(session, targets, self._n0, relative=False))
+        masks = session.compute_masks(config=round_rules(session, targets, self._n0, relative=False))
         session.masks = masks  # the copy never runs: these only make the next step shrink from here
         self.masks = masks
         for layer, params in masks.to_nni().items():
@@ -284,7 +284,7 @@ class LotteryTicketPruner(_V1Pruner):
         self.prune_iterations = iterations.pop() if iterations else 1
         self.optimizer, self.lr_scheduler, self.reset_weights = optimizer, lr_scheduler, reset_weights
         self._finals = [r.target for r in self.config.rules if not r.exclude]
-        self._weights = _snapshot(model)
+        self._weights = snapshot(model)
         self._optimizer_state = None if optimizer is None else copy.deepcopy(optimizer.state_dict())
         self._scheduler_state = None if lr_scheduler is None else copy.deepcopy(lr_scheduler.state_dict())
         self.round = -1
@@ -314,7 +314,7 @@ class LotteryTicketPruner(_V1Pruner):
         n = self.prune_iterations
         self._update([1 - (1 - s) ** (self.round / n) for s in self._finals])
         if self.reset_weights:
-            _rewind(self._weights)
+            rewind(self._weights)
             if self.optimizer is not None and self._optimizer_state is not None:
                 self.optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
             if self.lr_scheduler is not None and self._scheduler_state is not None:
