@@ -6,6 +6,7 @@ on a session (what `fxprune.compile` calls).
 | family (`fxprune.catalog`) | module |
 |---|---|
 | weights: level, l1, l2, fpgm | `oneshot` |
+| training: admm, movement (slim: another module) | `training` |
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from ..errors import ConfigError
 from ..session import Session
 from .base import Pruner
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
+from .training import ADMMPruner, MovementPruner, run_training
 
-__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES"]
+__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "ADMMPruner", "MovementPruner",
+           "run_algorithm",
+           "FAMILIES"]
 
 #: catalogue family -> how a session runs it
-FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights}
+FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "training": run_training}
 
 
 def run_algorithm(session: Session) -> None:
