@@ -89,11 +89,40 @@ class TrainLoop:
     def run(self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable[..., Any],
             epochs: int | None, steps: int | None = None) -> None:
         """Train `model` for `epochs` epochs (NNI: the trainer is called once per epoch) or `steps` steps."""
+        model = _trainable(model)
         if self.evaluator_style:
             self.trainer(model, [optimizer], criterion, None, max_steps=steps, max_epochs=epochs)
         else:
             for _ in range(epochs if epochs is not None else 1):
                 self.trainer(model, optimizer, criterion)
+
+
+class _ExportedView(nn.Module):
+    """What a trainer gets for a model traced by torch.export, whose `train()` raises: `train()`/`eval()` only
+    set a flag (the graph was captured in eval mode, so dropout stays off while training); everything else is
+    the model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.module = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> _ExportedView:
+        self.training = mode
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["module"], name)
+
+
+def _trainable(model: nn.Module) -> nn.Module:
+    meta = getattr(model, "meta", {})
+    return _ExportedView(model) if isinstance(meta, dict) and meta.get("frontend") == "export" else model
 
 
 class _Criterion:
