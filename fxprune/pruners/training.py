@@ -51,8 +51,8 @@ from ..training import make_trainer
 from ._optim import rebuild_optimizer
 from .base import Pruner
 
-__all__ = ["ADMMPruner", "MovementPruner", "TrainLoop", "TrainingError", "capture_inputs", "admm", "movement",
-           "run_training", "cubic_sparsity"]
+__all__ = ["ADMMPruner", "MovementPruner", "TrainLoop", "TrainingError", "capture_inputs", "first_batch", "admm",
+           "movement", "run_training", "cubic_sparsity"]
 
 _log = logging.getLogger("fxprune")
 
@@ -74,6 +74,7 @@ class TrainLoop:
         criterion: `criterion(output, target) -> scalar loss`.
         source: the model an optimizer instance was built on (the user's model).
         evaluator_style: call `trainer` as a training_func with max_epochs / max_steps.
+        v1: call `trainer(model=, optimizer=, criterion=, epoch=, callback=)` once per epoch (NNI v1's ADMM).
     """
 
     trainer: Callable[..., Any]
@@ -81,16 +82,22 @@ class TrainLoop:
     criterion: Callable[[Any, Any], torch.Tensor]
     source: nn.Module | None = None
     evaluator_style: bool = False
+    v1: bool = False
 
     def optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
         """A fresh optimizer over `model`, by parameter name."""
         return rebuild_optimizer(self.optimizer, model, self.source)
 
     def run(self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable[..., Any],
-            epochs: int | None, steps: int | None = None) -> None:
-        """Train `model` for `epochs` epochs (NNI: the trainer is called once per epoch) or `steps` steps."""
+            epochs: int | None, steps: int | None = None, callback: Callable[[], None] | None = None) -> None:
+        """Train `model` for `epochs` epochs (NNI: the trainer is called once per epoch) or `steps` steps;
+        `callback` is what a v1 trainer calls between backward and step."""
         model = _trainable(model)
-        if self.evaluator_style:
+        if self.v1:
+            for epoch in range(epochs or 1):
+                self.trainer(model=model, optimizer=optimizer, criterion=criterion, epoch=epoch,
+                             callback=callback or (lambda: None))
+        elif self.evaluator_style:
             self.trainer(model, [optimizer], criterion, None, max_steps=steps, max_epochs=epochs)
         else:
             for _ in range(epochs if epochs is not None else 1):
@@ -267,16 +274,27 @@ def admm(session: Session, loop: TrainLoop, iterations: int = 10, training_epoch
     def penalty() -> torch.Tensor:  # the paper's squared norm (NNI 2.x: the norm's square root)
         return sum(r / 2 * (w - zi + ui).square().sum() for (_, w), zi, ui, r in zip(chosen, z, u, rhos))
 
+    callbacks = [0]
+
+    def callback() -> None:  # NNI v1: one unit step of the penalty's gradient, between backward and step
+        callbacks[0] += 1
+        with torch.no_grad():
+            for (_, w), zi, ui, r in zip(chosen, z, u, rhos):
+                w.sub_(r * (w - zi + ui))
+
     for k in range(iterations):
         optimizer = loop.optimizer_for(session.model)
         counter = _StepCounter(optimizer)
+        criterion = _Criterion(loop.criterion, (lambda: 0.0) if loop.v1 else penalty, f"ADMM iteration {k}")
         try:
-            loop.run(session.model, optimizer, _Criterion(loop.criterion, penalty, f"ADMM iteration {k}"),
-                     training_epochs)
+            loop.run(session.model, optimizer, criterion, training_epochs, callback=callback)
         finally:
             counter.remove()
         if counter.steps == 0:
             raise _never_stepped("ADMMPruner", "the weights (and the ADMM penalty)")
+        if loop.v1 and callbacks[0] == 0:
+            raise TrainingError("ADMMPruner (v1): the trainer never called callback(), so the ADMM penalty never moved "
+                                "the weights: call callback() between loss.backward() and optimizer.step()")
         with torch.no_grad():
             z = _project(session, chosen, [w.detach() + ui for (_, w), ui in zip(chosen, u)],
                          granularity == "coarse-grained")
@@ -569,8 +587,12 @@ class _TrainingPruner(Pruner):
         return self.session.model, self.session.masks
 
     def _first_batch(self) -> None:
-        optimizer = self.loop.optimizer_for(self.model)
-        self.loop.run(self.model, optimizer, self.loop.criterion, 1, 1)
+        first_batch(self.loop, self.model)
+
+
+def first_batch(loop: TrainLoop, model: nn.Module) -> None:
+    """Start the user's training on `model` (`capture_inputs` stops it at the first forward call)."""
+    loop.run(model, loop.optimizer_for(model), loop.criterion, 1, 1)
 
 
 class ADMMPruner(_TrainingPruner):
