@@ -318,3 +318,25 @@ def test_rebuild_optimizer_by_name_keeps_group_hyperparameters() -> None:
         rebuild_optimizer("adam", copy_)
     with pytest.raises(FxPruneError, match="none of its"):
         rebuild_optimizer(torch.optim.Adam(nn.Linear(2, 2).parameters()), copy_, source=model)
+
+
+@pytest.mark.slow
+def test_movement_minilm_example_small_run_removes_heads_and_ffn() -> None:
+    """The MiniLM benchmark (examples/movement_minilm.py) on a few snippets: heads and FFN channels go, pruned ==
+    masked. Accuracy is measured by the full run (docs/movement.md), not here."""
+    pytest.importorskip("transformers")
+    import importlib.util
+    from pathlib import Path
+
+    from tests.realdata import load_or_skip
+
+    load_or_skip(fxprune.datasets.minilm_path)
+    load_or_skip(fxprune.datasets.rotten_tomatoes)
+    spec = importlib.util.spec_from_file_location("movement_minilm",
+                                                  Path(__file__).parents[1] / "examples" / "movement_minilm.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    r = example.run(n_train=64, epochs=1, prune_epochs=1, sparsity=0.5, max_len=16)
+    assert r["heads_removed"] == 36 and r["ffn_removed"] == 4608
+    assert r["params_after"] < r["params_before"] and r["max_abs_diff"] < 1e-3
+    assert abs(r["pruned_acc"] - r["masked_acc"]) <= 0.005
