@@ -54,7 +54,7 @@ _FRONTENDS = ("auto", "fx", "export")
 _ATTENTION = ("heads", "head_dim")
 _MODES = ("dependency_aware", "normal", "global")
 _RULE_KEYS = {"sparsity", "sparse_ratio", "sparsity_per_layer", "op_types", "op_names", "op_partial_names",
-              "exclude", "total_sparsity", "max_sparsity_per_layer"}
+              "exclude", "total_sparsity", "max_sparsity_per_layer", "rho"}
 
 
 @dataclass
@@ -68,6 +68,7 @@ class RuleConfig:
     exclude: bool = False
     total_sparsity: float | None = None
     max_sparsity_per_layer: float | dict[str, float] | None = None
+    rho: float | None = None  # ADMM's penalty weight for the entry's layers
 
     @property
     def target(self) -> float:
@@ -163,6 +164,11 @@ def _parse_rule(entry: Any, i: int) -> RuleConfig:
         rule.max_sparsity_per_layer = (
             {k: _ratio(v, f"{where}.max_sparsity_per_layer[{k!r}]") for k, v in cap.items()}
             if isinstance(cap, dict) else _ratio(cap, f"{where}.max_sparsity_per_layer"))
+    if "rho" in entry:
+        rho = entry["rho"]
+        if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not rho > 0:
+            raise ConfigError(f"{where}.rho = {rho!r} must be a positive number (ADMM's penalty weight, e.g. 1e-4)")
+        rule.rho = float(rho)
     for key in ("op_types", "op_names", "op_partial_names"):
         if key in entry:
             setattr(rule, key, _names(entry[key], f"{where}.{key}"))

@@ -16,7 +16,8 @@ import torch
 
 from .graph import DependencyGraph, Group, Slot
 
-__all__ = ["Stats", "Criterion", "CRITERIA", "l1", "l2", "fpgm", "bn_scale", "apoz", "mean_activation", "taylor"]
+__all__ = ["Stats", "Criterion", "CRITERIA", "accumulate", "l1", "l2", "fpgm", "bn_scale", "apoz", "mean_activation",
+           "taylor"]
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _tensor(dg: DependencyGraph, s: Slot) -> torch.Tensor:
     return (dg.gm.get_parameter(s.tensor[1:]) if _is_param(dg, s) else dg.gm.get_buffer(s.tensor[1:])).detach()
 
 
-def _accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,
+def accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,
                 per_element: Callable[[torch.Tensor, int], torch.Tensor],
                 tensor: Callable[[Slot], torch.Tensor | None] | None = None) -> torch.Tensor:
     """Sum `per_element(t, dim)` (one value per element of the slot) into the group's classes, over its
@@ -83,13 +84,13 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
 
 def l1(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L1 norm of everything a channel owns ("Pruning Filters for Efficient ConvNets")."""
-    return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1
+    return accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1
                        else t.abs())
 
 
 def l2(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L2 norm of everything a channel owns."""
-    return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 2, _others(t, d)).square()
+    return accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 2, _others(t, d)).square()
                        if t.dim() > 1 else t.square()).sqrt()
 
 
@@ -101,7 +102,7 @@ def fpgm(dg: DependencyGraph, group: Group, stats: Stats | None = None,
         rows = t.float().movedim(d, 0).reshape(t.shape[d], -1)
         return torch.cdist(rows[None], rows[None])[0].sum(1)
 
-    return _accumulate(dg, group, slots, distance_sum)
+    return accumulate(dg, group, slots, distance_sum)
 
 
 def bn_scale(dg: DependencyGraph, group: Group, stats: Stats | None = None,
@@ -114,7 +115,7 @@ def bn_scale(dg: DependencyGraph, group: Group, stats: Stats | None = None,
         norm = torch.nn.modules.batchnorm._NormBase
         return s.tensor.endswith(".weight") and s.dim == 0 and cls is not None and issubclass(cls, norm)
 
-    return _accumulate(dg, group, slots, lambda t, d: t.abs(), lambda s: _tensor(dg, s) if is_scale(s) else None)
+    return accumulate(dg, group, slots, lambda t, d: t.abs(), lambda s: _tensor(dg, s) if is_scale(s) else None)
 
 
 def _activation(stats: Stats | None,
@@ -127,14 +128,14 @@ def _activation(stats: Stats | None,
 def apoz(dg: DependencyGraph, group: Group, stats: Stats | None = None,
          slots: set[Slot] | None = None) -> torch.Tensor:
     """1 - APoZ (average percentage of zeros) of the activations the probes saw: mostly-zero channels go."""
-    return _accumulate(dg, group, slots, lambda t, d: t, _activation(
+    return accumulate(dg, group, slots, lambda t, d: t, _activation(
         stats, lambda s: 1 - stats.activation_zeros[s].double() / stats.positions[s]))
 
 
 def mean_activation(dg: DependencyGraph, group: Group, stats: Stats | None = None,
                     slots: set[Slot] | None = None) -> torch.Tensor:
     """Mean activation per channel over every batch and position the probes saw."""
-    return _accumulate(dg, group, slots, lambda t, d: t, _activation(
+    return accumulate(dg, group, slots, lambda t, d: t, _activation(
         stats, lambda s: stats.activation_sum[s].double() / stats.positions[s]))
 
 
@@ -143,7 +144,7 @@ def taylor(dg: DependencyGraph, group: Group, stats: Stats | None = None,
     """First-order Taylor: sum over backward passes of (w * dL/dw)^2, summed over what a channel owns."""
     if stats is None or not stats.weight_taylor:
         raise ValueError("taylor needs weight gradients: collect them with the probe pass first")
-    return _accumulate(dg, group, slots, lambda t, d: t.sum(_others(t, d)) if t.dim() > 1 else t,
+    return accumulate(dg, group, slots, lambda t, d: t.sum(_others(t, d)) if t.dim() > 1 else t,
                        lambda s: stats.weight_taylor.get(s.tensor[1:]))
 
 

@@ -16,7 +16,7 @@ from .config import Config, RuleConfig
 from .graph import DependencyGraph, Group, Slot
 from .layers import Layer
 
-__all__ = ["Masks", "compute_masks", "magnitude_masks", "Scorer"]
+__all__ = ["Masks", "compute_masks", "magnitude_masks", "promote_zero_channels", "Scorer", "magnitude_keep"]
 
 #: scores for one group: (group, slots or None for the whole group) -> one score per channel, higher = keep
 Scorer = Callable[[Group, "set[Slot] | None"], torch.Tensor]
@@ -33,6 +33,7 @@ class Masks:
     graph: DependencyGraph
     keep: dict[int, np.ndarray] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for the report: what was decided beyond the scores
 
     def slot_keep(self, s: Slot) -> np.ndarray | None:
         """Bool per element of a slot, or None when nothing in it is removed."""
@@ -204,7 +205,7 @@ def magnitude_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Ma
         if layer.rule.total_sparsity is not None or cfg.ranks_globally:
             pools.setdefault(id(layer.rule), []).append(layer)
             continue
-        masks.weights[layer.slot.tensor[1:]] = _magnitude_keep(weight, layer.rule.sparsity)
+        masks.weights[layer.slot.tensor[1:]] = magnitude_keep(weight, layer.rule.sparsity)
     for members in pools.values():
         weights = [_weight(dg.gm, m.slot.tensor[1:]).detach().abs() for m in members]
         flat = torch.cat([w.flatten() for w in weights])
@@ -234,9 +235,108 @@ def _weight(gm: torch.nn.Module, name: str, original: bool = False) -> torch.Ten
     return gm.get_parameter(name)
 
 
-def _magnitude_keep(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+def magnitude_keep(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     k = int(math.floor(sparsity * weight.numel()))
     keep = torch.ones_like(weight, dtype=torch.bool)
     if k > 0:
         keep.view(-1)[torch.argsort(weight.flatten(), stable=True)[:k]] = False
     return keep
+
+
+def _effective(gm: torch.nn.Module, qualname: str) -> torch.Tensor | None:
+    """A parameter's value as the model uses it (weight masks applied), or None for a buffer."""
+    owner, _, attr = qualname.rpartition(".")
+    module = gm.get_submodule(owner)
+    if attr not in module._parameters and not (hasattr(module, "parametrizations") and attr in module.parametrizations):
+        return None
+    return getattr(module, attr).detach()
+
+
+def _zero_classes(masks: Masks) -> dict[int, np.ndarray]:
+    """Per group, the kept, prunable channels whose every parameter element is zero, or whose every input-side
+    weight (a channel a layer reads: dim >= 1 of a 2-D+ weight) is zero, weight masks applied."""
+    dg, out = masks.graph, {}
+    for group in dg.groups:
+        if "hidden" in group.roles or not group.prunable.any():  # norms over the hidden size would change
+            continue
+        nonzero_all = np.zeros(group.n_units, dtype=np.int64)
+        nonzero_in = np.zeros(group.n_units, dtype=np.int64)
+        has_in = False
+        for s in group.param_slots():
+            t = _effective(dg.gm, s.tensor[1:])
+            if t is None:
+                continue
+            others = [d for d in range(t.dim()) if d != s.dim]
+            per_element = (t.ne(0).sum(others) if others else t.ne(0)).numpy().astype(np.int64)
+            np.add.at(nonzero_all, group.slot_class[s], per_element)
+            if t.dim() >= 2 and s.dim >= 1:
+                has_in = True
+                np.add.at(nonzero_in, group.slot_class[s], per_element)
+        kept = masks.keep.get(group.id, np.ones(group.n_units, dtype=bool))
+        dead = ((nonzero_all == 0) | (has_in & (nonzero_in == 0))) & group.prunable & kept
+        if dead.any():
+            out[group.id] = dead
+    return out
+
+
+def _outputs(model: torch.nn.Module, inputs: tuple) -> list[torch.Tensor]:
+    flags = {name: m.training for name, m in model.named_modules()}
+    for m in model.modules():
+        m.training = False
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        for name, m in model.named_modules():
+            m.training = flags[name]
+    return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and torch.allclose(x, y, rtol=1e-4, atol=1e-5, equal_nan=True)
+                                    for x, y in zip(a, b))
+
+
+def promote_zero_channels(masks: Masks, apply: Callable[[Masks], None], model: torch.nn.Module,
+                          inputs: tuple) -> Masks:
+    """After unstructured pruning (Level, ADMM, Movement): remove whole the channels that weight masks left
+    without effect, so that the speedup pass really shrinks the model.
+
+    A channel qualifies when every parameter element it owns in its group is zero, or when every layer that
+    reads it has zero weights for it. Each such group's promotion is kept only if the masked model's outputs
+    on `inputs` do not change (it never changes what the model computes); the rest stay weight masks.
+
+    Args:
+        masks: the session's masks (with weight masks).
+        apply: writes masks into the model (`Session.apply`).
+        model: the masked model; inputs: its example inputs.
+
+    Returns:
+        The masks to finish with (the same object when nothing qualifies), `notes` saying what was removed.
+    """
+    if not any((~k).any() for k in masks.weights.values()):
+        return masks
+    dead = _zero_classes(masks)
+    if not dead:
+        return masks
+    reference = _outputs(model, inputs)
+    dg = masks.graph
+
+    def with_groups(gids: list[int]) -> Masks:
+        new = Masks(dg, dict(masks.keep), dict(masks.weights), list(masks.notes))
+        for gid in gids:
+            new.keep[gid] = masks.keep.get(gid, np.ones(dg.groups[gid].n_units, dtype=bool)) & ~dead[gid]
+        return new
+
+    def works(gids: list[int]) -> bool:
+        apply(with_groups(gids))
+        return _same(reference, _outputs(model, inputs))
+
+    accepted = list(dead) if works(list(dead)) else [gid for gid in dead if works([gid])]
+    final = with_groups(accepted)
+    apply(final)
+    removed = sum(int(dead[gid].sum()) for gid in accepted)
+    if removed:
+        final.notes.append(f"{removed} channel(s) in {len(accepted)} group(s) had all-zero weights after "
+                           "unstructured pruning and were removed")
+    return final

@@ -33,7 +33,7 @@ from .errors import FxPruneError, InputError, UnsupportedError, node_context
 from .graph import BuildOptions, DependencyGraph, Slot, op_name, spelling
 from .importance import CRITERIA, Stats
 from .layers import Layer, select_layers
-from .masks import Masks, compute_masks, magnitude_masks
+from .masks import Masks, compute_masks, magnitude_masks, promote_zero_channels
 from .passes.mask import WeightMask, insert_masks, update_masks
 from .passes.probe import insert_probes, remove_probes
 from .passes.speedup import detach_shared, new_shapes, speedup_pass
@@ -376,6 +376,8 @@ class Session:
         if self._finished:
             raise InputError("session.finish() was already called: start a new session with fxprune.prepare")
         cfg, masks, timings = self.config, self.masks, self.timings
+        masks = promote_zero_channels(masks, lambda m: self.apply(m, shrink_only=False), self.model,
+                                      self.example_inputs)
         if not masks.structured and not any((~k).any() for k in masks.weights.values()):
             reasons = "\n".join(f"  {layer.name}: {_why_kept(self.graph, layer)}" for layer in self.layers[:20])
             warnings.warn("fxprune removed nothing. Why each selected layer kept its channels:\n" + reasons,
@@ -390,7 +392,7 @@ class Session:
             report = build_report(self._baseline, pruned, self.graph, masks, new_shapes(masks), pruner=cfg.pruner,
                                   frontend=self.model.meta["frontend"])
         report.timings, report.max_abs_diff = timings, diff
-        report.notes = _notes(self.graph, masks, cfg)
+        report.notes = _notes(self.graph, masks, cfg) + masks.notes
         detach_shared(pruned, self.model)
         flags = self.model.meta.get("train_flags", {}) if self.model.meta["frontend"] == "fx" else {}
         set_training(pruned, flags)

@@ -7,7 +7,8 @@ on a session (what `fxprune.compile` calls).
 |---|---|
 | weights: level, l1, l2, fpgm | `oneshot` |
 | data: apoz, mean_activation, taylorfo | `data` |
-| training: slim | `slim` (through `RUNNERS`: the family is shared with ADMM and Movement) |
+| training: admm, movement | `training` |
+| training: slim | `slim` (through `RUNNERS`: an algorithm with a runner of its own, ahead of its family's) |
 | iterative: linear, agp, lottery | `iterative` (`fxprune.iterate`; a schedule of rounds, not `compile`) |
 | search: sa, netadapt, sensitivity | `search` (need an evaluator: their classes, not `compile`) |
 | search: amc | `amc` |
@@ -27,14 +28,15 @@ from .iterative import AGPPruner, LinearPruner, LotteryTicketPruner, iterate
 from .oneshot import FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, run_weights
 from .search import NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 from .slim import SlimPruner, run_slim
+from .training import ADMMPruner, MovementPruner, run_training
 
 __all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
            "RUNNERS", "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
-           "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner", "AMCPruner",
-           "LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate"]
+           "ADMMPruner", "MovementPruner", "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner",
+           "SensitivityPruner", "AMCPruner", "LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate"]
 
 #: catalogue family -> how a session runs it
-FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data}
+FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data, "training": run_training}
 #: algorithm name -> its own runner, ahead of its family's (one algorithm of a family another module runs)
 RUNNERS: dict[str, Callable[[Session], None]] = {"slim": run_slim}
 

@@ -11,7 +11,8 @@ from .data import (
 )
 from .iterative import AGPPruner, LotteryTicketPruner
 from .search import AMCPruner, NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
+from .training import ADMMPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
-           "TaylorFOWeightFilterPruner", "AGPPruner", "LotteryTicketPruner", "SimulatedAnnealingPruner",
+           "TaylorFOWeightFilterPruner", "ADMMPruner", "AGPPruner", "LotteryTicketPruner", "SimulatedAnnealingPruner",
            "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
