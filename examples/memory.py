@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-import fxprune.compiler as compiler  # noqa: E402
+import fxprune  # noqa: E402
+import fxprune.session as session  # noqa: E402  (the passes compile runs, as the session imports them)
 
 
 def _status(field: str) -> int:
@@ -102,17 +103,17 @@ def measure(model: nn.Module, x: torch.Tensor, config: dict[str, Any]) -> dict[s
         return run
 
     names = ["trace", "compute_masks", "insert_masks", "speedup_pass", "verify", "build_report", "detach_shared"]
-    saved = {n: getattr(compiler, n) for n in names}
+    saved = {n: getattr(session, n) for n in names}
     for n in names:
-        setattr(compiler, n, wrap(n, saved[n]))
+        setattr(session, n, wrap(n, saved[n]))
     _reset_peak()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = compiler.compile(model, config, x)
+            result = fxprune.compile(model, config, x)
     finally:
         for n in names:
-            setattr(compiler, n, saved[n])
+            setattr(session, n, saved[n])
     peak = max(_status("VmHWM"), *(base + p["peak_extra"] * weights for p in phases))
     pruned = sum(t.numel() * t.element_size() for t in list(result.model.parameters()) + list(result.model.buffers()))
     return {
