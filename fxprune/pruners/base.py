@@ -188,14 +188,19 @@ class Pruner:
 
 def _copy_back(traced: torch.nn.Module, model: torch.nn.Module) -> None:
     """Copy into `model` every parameter and buffer of `traced` (by qualname) that differs: what training changed.
-    The user's tensor objects are kept (optimizers hold them)."""
+    The user's tensor objects are kept (optimizers hold them); a tensor masked in place gets the new values in its
+    original (the mask applies on top)."""
     with torch.no_grad():
-        for name, tensor in [*model.named_parameters(remove_duplicate=False),
-                             *model.named_buffers(remove_duplicate=False)]:
-            owner, _, attr = name.rpartition(".")
+        for name, module in model.named_modules(remove_duplicate=False):
+            own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
+            for attr, plist in dict(getattr(module, "parametrizations", {})).items():
+                own[attr] = plist.original
             try:
-                source = getattr(traced.get_submodule(owner), attr, None)
+                twin = traced.get_submodule(name)
             except AttributeError:
                 continue
-            if isinstance(source, torch.Tensor) and source.shape == tensor.shape and not torch.equal(source, tensor):
-                tensor.copy_(source)
+            for attr, tensor in own.items():
+                source = getattr(twin, attr, None)
+                if isinstance(source, torch.Tensor) and source.shape == tensor.shape \
+                        and not torch.equal(source, tensor):
+                    tensor.copy_(source)
