@@ -27,7 +27,7 @@ import torch
 from ..config import Config
 from ..importance import tensor_scores
 from ..layers import Layer, assign_rules, module_layers
-from ..masks import _magnitude_keep, magnitude_masks
+from ..masks import keep_largest, magnitude_masks
 
 __all__ = ["normal_masks"]
 
@@ -74,7 +74,7 @@ def _dtype(weights: _Weights, layer: Layer) -> torch.dtype:
 def _channel_masks(model: torch.nn.Module, weights: _Weights, layer: Layer, criterion: str) -> dict[str, Any]:
     weight = weights.get_parameter(layer.weight).detach()
     dim = layer.slot.dim
-    keep = _magnitude_keep(tensor_scores(criterion, weight, dim), layer.rule.target)  # type: ignore[union-attr]
+    keep = keep_largest(tensor_scores(criterion, weight, dim), layer.rule.target)  # type: ignore[union-attr]
     view = [1] * weight.dim()
     view[dim] = -1
     dtype = _dtype(weights, layer)
