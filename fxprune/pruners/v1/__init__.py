@@ -9,8 +9,9 @@ from .data import (
     SlimPruner,
     TaylorFOWeightFilterPruner,
 )
+from .oneshot import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner
 from .search import AMCPruner, NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
            "TaylorFOWeightFilterPruner", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner",
-           "AMCPruner"]
+           "AMCPruner", "LevelPruner", "L1FilterPruner", "L2FilterPruner", "FPGMPruner"]
