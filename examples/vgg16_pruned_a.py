@@ -5,12 +5,14 @@ conv1 and conv8-conv13 lose 50% of their filters (L1 norm): 15.0M -> 5.4M parame
     python examples/vgg16_pruned_a.py
 """
 
+import copy
 import sys
 from pathlib import Path
 
 import torch
 
 import fxprune
+from fxprune.nni import ModelSpeedup
 from fxprune.pruners import L1NormPruner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the architecture lives in the test fixtures
@@ -23,10 +25,13 @@ def main() -> None:
     config_list = [{"sparsity": 0.5, "op_names": [convs[0]] + convs[7:]}]
     x = torch.randn(1, 3, 32, 32)
 
-    # NNI style: compress() gives a trainable masked model (fine-tune it here), then speedup.
-    masked_model, masks = L1NormPruner(model, config_list, dummy_input=x).compress()
-    pruned = fxprune.speedup(masked_model, masks, x)  # verifies pruned == masked on x
-    before, after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
+    # NNI style: compress() masks the model in place (fine-tune it here), then ModelSpeedup shrinks it in place.
+    nni_model = copy.deepcopy(model)
+    pruner = L1NormPruner(nni_model, config_list)   # NNI's normal mode: no example input needed
+    _, masks = pruner.compress()
+    pruner._unwrap_model()
+    ModelSpeedup(nni_model, dummy_input=x, masks_file=masks).speedup_model()  # verified against the masked model
+    before, after = (sum(p.numel() for p in m.parameters()) for m in (model, nni_model))
     print(f"NNI API : {before / 1e6:.2f}M -> {after / 1e6:.2f}M parameters ({1 - after / before:.1%} pruned)")
 
     # One call: the same, with the report.

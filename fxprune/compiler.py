@@ -53,10 +53,11 @@ def speedup(masked_model: torch.nn.Module, masks: Any, example_inputs: Any = Non
     """Physically remove what `masks` masks.
 
     Args:
-        masked_model: the masked GraphModule from a fxprune pruner's `compress()` (possibly fine-tuned since),
-            or your own module when `masks` are NNI-format.
-        masks: the `Masks` returned with it, or NNI's `{layer: {'weight': 0/1 tensor, ...}}` dict (or a path to
-            one saved with torch.save), reconciled with the dependency graph (see `fxprune.nni_masks`).
+        masked_model: your own module (masked in place by a pruner's `compress()`, or unwrapped) with NNI-format
+            masks, or fxprune's masked GraphModule (`pruner.masked_graph`, `session.model`; possibly fine-tuned).
+        masks: NNI's `{layer: {'weight': 0/1 tensor, ...}}` dict as `compress()` returns it (or a path to
+            one saved with torch.save), reconciled with the dependency graph (see `fxprune.nni_masks`), or the
+            `Masks` of that GraphModule (`pruner.session.masks`).
         example_inputs: inputs to verify masked == pruned on (required for NNI-format masks).
         inplace: NNI-format masks only: also shrink `masked_model` itself, all or nothing.
 

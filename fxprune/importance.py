@@ -16,7 +16,8 @@ import torch
 
 from .graph import DependencyGraph, Group, Slot
 
-__all__ = ["Stats", "Criterion", "CRITERIA", "accumulate", "l1", "l2", "fpgm", "bn_scale", "apoz", "mean_activation",
+__all__ = ["Stats", "Criterion", "CRITERIA", "accumulate", "tensor_scores", "l1", "l2", "fpgm", "bn_scale",
+           "apoz", "mean_activation",
            "taylor"]
 
 
@@ -82,27 +83,47 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
     return [i for i in range(t.dim()) if i != d]
 
 
+def _abs_sum(t: torch.Tensor, d: int) -> torch.Tensor:
+    return torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1 else t.abs()
+
+
+def _square_sum(t: torch.Tensor, d: int) -> torch.Tensor:
+    return torch.linalg.vector_norm(t, 2, _others(t, d)).square() if t.dim() > 1 else t.square()
+
+
+def _distance_sum(t: torch.Tensor, d: int) -> torch.Tensor:
+    rows = t.float().movedim(d, 0).reshape(t.shape[d], -1)
+    return torch.cdist(rows[None], rows[None])[0].sum(1)
+
+
+def tensor_scores(criterion: str, t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """One weight tensor's score per element of `dim` under a weight criterion (NNI's per-layer metric:
+    every dim but `dim` reduced). What `l1`, `l2` and `fpgm` compute for a group made of that tensor alone.
+
+    Args:
+        criterion: "l1", "l2" or "fpgm".
+        t: the weight.
+        dim: the channel dim (0 for a conv filter or a linear row).
+    """
+    if criterion == "l2":
+        return _square_sum(t, dim).double().sqrt()
+    return {"l1": _abs_sum, "fpgm": _distance_sum}[criterion](t, dim).double()
+
+
 def l1(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L1 norm of everything a channel owns ("Pruning Filters for Efficient ConvNets")."""
-    return accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1
-                       else t.abs())
+    return accumulate(dg, group, slots, _abs_sum)
 
 
 def l2(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L2 norm of everything a channel owns."""
-    return accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 2, _others(t, d)).square()
-                       if t.dim() > 1 else t.square()).sqrt()
+    return accumulate(dg, group, slots, _square_sum).sqrt()
 
 
 def fpgm(dg: DependencyGraph, group: Group, stats: Stats | None = None,
          slots: set[Slot] | None = None) -> torch.Tensor:
     """Distance to the other channels (geometric-median criterion, FPGM): near-median = replaceable."""
-
-    def distance_sum(t: torch.Tensor, d: int) -> torch.Tensor:
-        rows = t.float().movedim(d, 0).reshape(t.shape[d], -1)
-        return torch.cdist(rows[None], rows[None])[0].sum(1)
-
-    return accumulate(dg, group, slots, distance_sum)
+    return accumulate(dg, group, slots, _distance_sum)
 
 
 def bn_scale(dg: DependencyGraph, group: Group, stats: Stats | None = None,

@@ -22,9 +22,10 @@ import torch.fx
 from .config import Config, RuleConfig
 from .errors import ConfigError
 from .graph import DependencyGraph, Slot, module_class, op_name, rule_nodes
+from .rules import lookup
 
-__all__ = ["Layer", "find_layers", "select_layers", "matches", "DEFAULT_TYPES", "LEVEL_DEFAULT_TYPES",
-           "module_classes"]
+__all__ = ["Layer", "find_layers", "select_layers", "module_layers", "assign_rules", "matches", "DEFAULT_TYPES",
+           "LEVEL_DEFAULT_TYPES", "module_classes"]
 
 #: What op_types=['default'] means for structured pruners: the layers whose output channels are pruned.
 DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear",
@@ -134,7 +135,31 @@ def select_layers(dg: DependencyGraph, cfg: Config) -> list[Layer]:
     Raises:
         ConfigError: an entry matches no layer (lists the layer types and names there are).
     """
-    layers = find_layers(dg)
+    return assign_rules(find_layers(dg), cfg)
+
+
+def module_layers(model: torch.nn.Module) -> list[Layer]:
+    """The layers of a model that is not traced (NNI's normal mode): every module with a `weight` parameter, its
+    output-channel dim from the rule table's row for its class (0 when it has none), each module once under its
+    first name, with all its names as aliases."""
+    out: dict[int, Layer] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        weight = getattr(module, "weight", None)
+        if not name or not isinstance(weight, torch.Tensor) or weight.dim() == 0:
+            continue
+        if id(module) in out:
+            out[id(module)].aliases += (name,)
+            continue
+        cls = module_class(module)
+        rule = lookup(cls)
+        attr, dim = rule.out_param if rule is not None and rule.out_param is not None else ("weight", 0)
+        out[id(module)] = Layer(name, cls.__name__, _class_names(cls), (name,), Slot(f"@{name}.{attr}", dim))
+    return list(out.values())
+
+
+def assign_rules(layers: list[Layer], cfg: Config) -> list[Layer]:
+    """Set `rule` / `excluded` on `layers` from the config's rules (later entries override; exclude wins) and
+    return those some entry selects or excludes (see `select_layers`)."""
     default = LEVEL_DEFAULT_TYPES if cfg.algorithm.unit == "weights" else DEFAULT_TYPES
     for i, rule in enumerate(cfg.rules):
         hits = [layer for layer in layers if matches(rule, layer, default)]

@@ -16,7 +16,7 @@ from .config import Config, RuleConfig
 from .graph import DependencyGraph, Group, Slot
 from .layers import Layer
 
-__all__ = ["Masks", "compute_masks", "magnitude_masks", "promote_zero_channels", "Scorer", "magnitude_keep"]
+__all__ = ["Masks", "compute_masks", "magnitude_masks", "promote_zero_channels", "Scorer", "keep_largest"]
 
 #: scores for one group: (group, slots or None for the whole group) -> one score per channel, higher = keep
 Scorer = Callable[[Group, "set[Slot] | None"], torch.Tensor]
@@ -205,7 +205,7 @@ def magnitude_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Ma
         if layer.rule.total_sparsity is not None or cfg.ranks_globally:
             pools.setdefault(id(layer.rule), []).append(layer)
             continue
-        masks.weights[layer.slot.tensor[1:]] = magnitude_keep(weight, layer.rule.sparsity)
+        masks.weights[layer.slot.tensor[1:]] = keep_largest(weight, layer.rule.sparsity)
     for members in pools.values():
         weights = [_weight(dg.gm, m.slot.tensor[1:]).detach().abs() for m in members]
         flat = torch.cat([w.flatten() for w in weights])
@@ -235,7 +235,9 @@ def _weight(gm: torch.nn.Module, name: str, original: bool = False) -> torch.Ten
     return gm.get_parameter(name)
 
 
-def magnitude_keep(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+def keep_largest(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Bool keep mask of `weight`'s shape: all but its `int(sparsity * numel)` smallest values (ties by position),
+    NNI's per-layer rule (Level on |w|; a layer's channel scores in normal mode)."""
     k = int(math.floor(sparsity * weight.numel()))
     keep = torch.ones_like(weight, dtype=torch.bool)
     if k > 0:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .errors import InputError, UnsupportedError
+from .graph import module_class
 from .nni_masks import check_nni_masks, load_nni_masks, speedup_from_nni
 from .pruners.evaluator import TorchEvaluator
 
@@ -333,18 +334,19 @@ def count_flops_params(model: nn.Module, x: Any, custom_ops: Mapping[type, Calla
 
     def hook(name: str, m: nn.Module, args: Any, out: Any) -> None:
         first = out[0] if isinstance(out, tuple) else out
-        if type(m) in custom:
-            counted = dict(custom[type(m)](m, args, out))
+        cls = module_class(m)  # a module masked in place by a pruner counts as its own class
+        if cls in custom:
+            counted = dict(custom[cls](m, args, out))
         else:
-            counted = {"flops": ops[type(m)](m, args, first, bias), "params": _params(m),
+            counted = {"flops": ops[cls](m, args, first, bias), "params": _params(m),
                        "weight_shape": tuple(m.weight.size()) if hasattr(m, "weight") else 0}
         flops = counted["flops"]
         counted["flops"] = int(flops.item()) if isinstance(flops, torch.Tensor) else int(flops)
         results.append({"name": name, "input_size": tuple(args[0].size()) if args and hasattr(args[0], "size")
-                        else (), "output_size": tuple(first.size()), "module_type": type(m).__name__, **counted})
+                        else (), "output_size": tuple(first.size()), "module_type": cls.__name__, **counted})
 
     handles = [m.register_forward_hook(functools.partial(hook, name)) for name, m in model.named_modules()
-               if type(m) in ops or type(m) in custom]
+               if module_class(m) in ops or module_class(m) in custom]
     training = model.training
     try:
         model.eval()

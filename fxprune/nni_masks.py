@@ -17,11 +17,21 @@ Unmasked per-channel layers between (a BatchNorm after a masked conv) lose the u
 on a removed channel is dropped, as NNI's speedup drops it; the report gives the largest difference to
 the user's model as given. Units masked somewhere but kept are listed in the report with the reason.
 Zeros that remove no whole unit stay as weight masks (`Masks.weights`: the shapes keep them, the values
-are zero).
+are zero). Masked units that are kept are also logged as a warning (logger `fxprune`): never a silent
+partial prune.
+
+NNI's wrapper, on the user's own module: `mask_module(model, masks)` masks each parameter in place with a
+parametrization `weight = original * mask` (the Parameter object stays the same, so an optimizer built on
+`model.parameters()` keeps training it); `unmask_module(model)` writes `weight * mask` into the plain
+parameter and removes the parametrization (NNI's `pruner._unwrap_model()`). `speedup_from_nni` accepts a
+model still masked that way (it unmasks it when it shrinks it in place). Mask names may be any of a
+module's names (`conv1` for a conv registered both as `conv1` and inside `features`).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -29,19 +39,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx
+import torch.nn.utils.parametrize as parametrize
 
 from .config import parse_config
 from .errors import FormatError, InputError
 from .graph import DependencyGraph, Group, NodeView, Slot
 from .layers import find_layers
 from .masks import Masks
+from .passes.mask import WeightMask, bake_parametrizations
 from .passes.trace import check_inputs
 from .session import CompileResult, Session, analyze
 from .writeback import apply_to, output_pairs, run_model
 
-__all__ = ["load_nni_masks", "check_nni_masks", "nni_to_masks", "speedup_from_nni"]
+__all__ = ["load_nni_masks", "check_nni_masks", "nni_to_masks", "speedup_from_nni", "mask_module", "unmask_module",
+           "masked_tensors"]
 
 NniMasks = dict[str, dict[str, torch.Tensor]]
+_log = logging.getLogger("fxprune")
 
 
 def load_nni_masks(masks: Any, map_location: Any = None) -> NniMasks:
@@ -89,6 +103,8 @@ def check_nni_masks(model: torch.nn.Module, masks: NniMasks) -> None:
             raise InputError(f"masks name the layer '{layer}', which {type(model).__name__} does not have; its "
                              f"layers with parameters are: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
         own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
+        if parametrize.is_parametrized(module):  # masked in place by a pruner (mask_module): `weight` is a property
+            own |= {attr: module.parametrizations[attr].original for attr in module.parametrizations}
         for name, mask in params.items():
             if name not in own:
                 raise InputError(f"masks['{layer}'] has a mask for '{name}', but {layer} ({type(module).__name__}) "
@@ -179,6 +195,7 @@ def nni_to_masks(dg: DependencyGraph, masks: NniMasks) -> tuple[Masks, list[str]
         units masked but kept, and why.
     """
     layers = find_layers(dg)
+    masks = _traced_names(layers, masks)
     by_node = {n: lay for lay in layers for n in lay.nodes}
     masked = {lay.name for lay in layers if lay.name in masks}
     out, notes = Masks(dg), []
@@ -238,6 +255,70 @@ def nni_to_masks(dg: DependencyGraph, masks: NniMasks) -> tuple[Masks, list[str]
     return out, notes
 
 
+def _traced_names(layers: list[Any], masks: NniMasks) -> NniMasks:
+    """The masks keyed by the traced layer names (a mask may name a layer by any of its module's names)."""
+    rename = {alias: lay.name for lay in layers for alias in lay.aliases if alias != lay.name and alias in masks}
+    return {rename.get(name, name): params for name, params in masks.items()}
+
+
+# -- NNI's wrapper on the user's own module ---------------------------------------------------------------
+def mask_module(model: torch.nn.Module, masks: NniMasks) -> None:
+    """Mask `model` in place as NNI's wrapper does: `param = original * mask` (a parametrization) for every
+    mask with a zero; a parameter already masked this way gets the new mask (its mask is replaced).
+
+    Args:
+        model: the user's module (mask names are its module names).
+        masks: `{layer: {param: 0/1 tensor of the param's shape}}`.
+    """
+    for layer, params in masks.items():
+        module = model.get_submodule(layer)
+        for attr, mask in params.items():
+            keep = (mask != 0).to(device=getattr(module, attr).device)
+            if parametrize.is_parametrized(module, attr) and isinstance(module.parametrizations[attr][0], WeightMask):
+                module.parametrizations[attr][0].mask.copy_(keep)
+            elif not bool(keep.all()):
+                parametrize.register_parametrization(module, attr, WeightMask(keep))
+
+
+def masked_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`{qualname: bool keep mask}` of every tensor `mask_module` masks in `model` (each module once)."""
+    out = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for attr, plist in module.parametrizations.items():
+                if isinstance(plist[0], WeightMask):
+                    out[f"{name}.{attr}" if name else attr] = plist[0].mask
+    return out
+
+
+def unmask_module(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Undo `mask_module`: write `original * mask` into the plain parameter (the same Parameter object, so
+    optimizers holding it stay valid) and remove the parametrization (NNI's `_unwrap_model()`).
+
+    Returns:
+        `{qualname: bool keep mask}` of the tensors unmasked (what `mask_module` would put back).
+    """
+    removed = masked_tensors(model)
+    for qualname in removed:
+        owner, _, attr = qualname.rpartition(".")
+        module = model.get_submodule(owner)
+        original = module.parametrizations[attr].original
+        with torch.no_grad():
+            original.copy_(getattr(module, attr))
+        bake_parametrizations(module, {attr})  # restores the plain class without editing the shared one
+        if isinstance(original, torch.nn.Parameter):
+            module._parameters[attr] = original
+        else:
+            module._buffers[attr] = original
+    return removed
+
+
+def _remask(model: torch.nn.Module, removed: dict[str, torch.Tensor]) -> None:
+    for qualname, keep in removed.items():
+        owner, _, attr = qualname.rpartition(".")
+        parametrize.register_parametrization(model.get_submodule(owner), attr, WeightMask(keep))
+
+
 def speedup_from_nni(model: torch.nn.Module, masks: Any, dummy_input: Any, *, inplace: bool = False,
                      config: Any = None, map_location: Any = None) -> CompileResult:
     """Remove what NNI-format masks prune from the user's model, verified, and optionally write it back.
@@ -264,7 +345,11 @@ def speedup_from_nni(model: torch.nn.Module, masks: Any, dummy_input: Any, *, in
     inputs = check_inputs(model, dummy_input)
     cfg = parse_config({"sparsity": 0.5, **config}) if config else parse_config({"sparsity": 0.5})
     timings: dict[str, float] = {}
-    gm, dg = analyze(model, inputs, cfg, timings)
+    plain = model
+    if masked_tensors(model):  # still masked in place by a pruner: trace a copy with the masks written in
+        plain = copy.deepcopy(model)
+        unmask_module(plain)
+    gm, dg = analyze(plain, inputs, cfg, timings)
     fx_masks, notes = nni_to_masks(dg, nni)
     session = Session.start(gm, dg, cfg, [], inputs, set(fx_masks.keep), timings)  # the masks say what goes
     session.apply(fx_masks)
@@ -279,6 +364,14 @@ def speedup_from_nni(model: torch.nn.Module, masks: Any, dummy_input: Any, *, in
                      "in your model (e.g. a BatchNorm shift after a masked conv), which the pruned model drops, "
                      "as NNI's ModelSpeedup does; the pruned model equals the masked one (verified)")
     result.report.notes = notes
+    for note in notes:
+        if "masked but kept" in note:
+            _log.warning("speedup: %s", note)
     if inplace:
-        apply_to(model, result)
+        removed = unmask_module(model)
+        try:
+            apply_to(model, result)
+        except Exception:
+            _remask(model, removed)
+            raise
     return result

@@ -93,12 +93,13 @@ def test_normal_mode_scores_the_layer_alone():
 def test_nni_api_compress_then_speedup(cls):
     model, x = resnet()
     pruner = cls(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], dummy_input=x)
-    masked_model, masks = pruner.compress()
-    nni_masks = masks.to_nni()
-    assert "layer1.0.conv1" in nni_masks and nni_masks["layer1.0.conv1"]["weight"].shape == (16, 16, 3, 3)
+    returned, masks = pruner.compress()
+    assert returned is model  # NNI: the model you passed, masked in place
+    assert "layer1.0.conv1" in masks and masks["layer1.0.conv1"]["weight"].shape == (16, 16, 3, 3)
+    assert ("bias" in masks["conv1"]) == (cls is not LevelPruner and model.conv1.bias is not None)
     with torch.no_grad():
-        ref = masked_model(x)
-    pruned = fxprune.speedup(masked_model, masks, x)
+        ref = pruner.masked_graph(x)
+    pruned = fxprune.speedup(pruner.masked_graph, pruner.session.masks, x)  # fxprune's own pair
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), ref, rtol=1e-4, atol=1e-5)
     if cls is not LevelPruner:
@@ -107,7 +108,9 @@ def test_nni_api_compress_then_speedup(cls):
 
 def test_masked_model_is_trainable_and_stays_masked():
     model, x = resnet()
-    masked, masks = L1NormPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], dummy_input=x).compress()
+    pruner = L1NormPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], dummy_input=x)
+    pruner.compress()
+    masked, masks = pruner.masked_graph, pruner.session.masks
     masked.train()
     opt = torch.optim.SGD(masked.parameters(), lr=0.1)
     for _ in range(2):
@@ -223,14 +226,15 @@ def test_wrong_example_inputs_name_the_layer(bad_input, match):
         fxprune.compile(model, {"sparsity": 0.5}, bad_input)
 
 
-def test_speedup_rejects_a_plain_module():
+def test_speedup_rejects_a_plain_module_with_fxprune_masks():
     model, x = resnet()
-    _, masks = L1NormPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], dummy_input=x).compress()
+    pruner = L1NormPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], dummy_input=x)
+    pruner.compress()
     with pytest.raises(fxprune.InputError, match="compress"):
-        fxprune.speedup(model, masks, x)
+        fxprune.speedup(model, pruner.session.masks, x)
 
 
-def test_nni_pruner_without_inputs_says_how():
+def test_nni_pruner_dependency_aware_without_inputs_says_how():
     model, _ = resnet()
     with pytest.raises(fxprune.InputError, match="dummy_input="):
-        L1NormPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}])
+        L1NormPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], mode="dependency_aware")

@@ -103,8 +103,9 @@ def test_taylor_scores_equal_hand_computed_values():
         pruner = TaylorFOWeightPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], data=batches,
                                       loss=F.cross_entropy, training_batches=2, mode=mode)
         _, masks = pruner.compress()
-        keep = next(iter(masks.keep.values()))
+        keep = (masks["conv"]["weight"].flatten() != 0).numpy()  # NNI's masks dict
         assert set(keep.nonzero()[0].tolist()) == set(torch.argsort(score, descending=True)[:2].tolist()), mode
+        pruner._unwrap_model()
 
 
 def test_apoz_and_mean_scores_equal_hand_computed_values():
@@ -120,16 +121,26 @@ def test_apoz_and_mean_scores_equal_hand_computed_values():
     torch.testing.assert_close(CRITERIA["mean_activation"].fn(session.graph, group, stats, None), mean)
     for cls, score in ((ActivationAPoZRankPruner, apoz_keep), (ActivationMeanRankPruner, mean)):
         for mode in ("dependency_aware", "normal"):
-            _, masks = cls(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], data=batches, mode=mode,
-                           dummy_input=batches[0][0]).compress()
-            keep = next(iter(masks.keep.values()))
+            pruner = cls(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], data=batches, mode=mode,
+                         dummy_input=batches[0][0])
+            pruner.compress()
+            pruner._unwrap_model()
+            with torch.no_grad():
+                model.conv.weight.copy_(torch.tensor([1.0, -1.0, 0.5, 2.0]).view(4, 1, 1, 1))
+                model.conv.bias.copy_(torch.tensor([0.0, 0.5, -0.2, -1.0]))
+            keep = next(iter(pruner.session.masks.keep.values()))
             assert set(keep.nonzero()[0].tolist()) == set(torch.argsort(score, descending=True)[:2].tolist()), mode
 
 
 # -- seed snippets on the digits CNN (imports changed only) ------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits():
-    return digits_cnn(), digits_trainer(), F.cross_entropy
+def _trainer():
+    return digits_trainer()  # one for the module: its shuffled batches go on from test to test
+
+
+@pytest.fixture
+def digits(_trainer):
+    return digits_cnn(), _trainer, F.cross_entropy  # a fresh model: NNI's compress() trains and masks it
 
 
 @pytest.mark.slow
@@ -140,9 +151,13 @@ def test_v2_seed_snippets_run_and_prune_half_the_channels(digits, cls):
     traced_optimizer = trace(torch.optim.Adam)(model.parameters())
     config_list = [{"sparsity": 0.8, "op_types": ["Conv2d"]}]
     pruner = cls(model, config_list, trainer, traced_optimizer, criterion, training_batches=20)
-    masked_model, masks = pruner.compress()
-    assert _same(model, before)  # the user's model is untouched
-    assert _kept(masks) == {4: 4, 9: 7, 16: 13, 21: 13}  # 80% of 16, 32, 64, 64 (floor)
+    returned, masks = pruner.compress()
+    assert returned is model and not torch.equal(model.fc.weight, before["fc.weight"])  # NNI: trained in place
+    assert {name: int((m["weight"].flatten(1) != 0).any(1).sum()) for name, m in masks.items()} == {
+        "conv1": 4, "conv2": 7, "conv3": 13, "conv4": 13}  # 80% of 16, 32, 64, 64 (floor), NNI's masks dict
+    assert _kept(pruner.session.masks) == {4: 4, 9: 7, 16: 13, 21: 13}
+    with torch.no_grad():  # the user's model masked in place: the trained weights, masked
+        torch.testing.assert_close(model.conv2.weight, pruner.masked_graph.conv2.weight * masks["conv2"]["weight"])
     result = pruner.session.finish()
     assert result.report.max_abs_diff < 1e-4  # pruned == masked after training
 
@@ -153,10 +168,13 @@ def test_slim_seed_snippet_with_sparsity_key_in_global_mode(digits):
     traced_optimizer = trace(torch.optim.Adam)(model.parameters())
     config_list = [{"sparsity": 0.8, "op_types": ["BatchNorm2d"]}]
     pruner = SlimPruner(model, config_list, trainer, traced_optimizer, criterion, training_epochs=1)
-    masked_model, masks = pruner.compress()
+    _, nni_masks = pruner.compress()
+    assert sorted(nni_masks) == ["bn1", "bn2", "bn3", "bn4"] and set(nni_masks["bn1"]) == {"weight", "bias"}
+    masks, masked_model = pruner.session.masks, pruner.masked_graph
     kept = _kept(masks)
     gammas = torch.cat([masked_model.get_parameter(f"bn{i}.weight").detach().abs() for i in range(1, 5)])
     keep = torch.cat([torch.as_tensor(masks.keep[g]) for g in (4, 9, 16, 21)])
+    assert torch.equal(keep, torch.cat([nni_masks[f"bn{i}"]["weight"] != 0 for i in range(1, 5)]))
     # one threshold over all 176 scales; a layer it would empty keeps one channel (at most 4 kept below it)
     assert 176 - int(0.8 * 176) <= sum(kept.values()) <= 176 - int(0.8 * 176) + 4
     assert int((gammas[keep] < gammas[~keep].max()).sum()) <= 4
@@ -166,22 +184,24 @@ def test_slim_seed_snippet_with_sparsity_key_in_global_mode(digits):
 @pytest.mark.slow
 def test_structured_pruners_at_half_recover_after_one_epoch(digits, record_property):
     """50% of the conv channels, one epoch of fine-tuning (Adam, lr 1e-2): record the accuracies."""
-    model, trainer, criterion = digits
+    _, trainer, criterion = digits
     dense = digits_cnn_accuracy()
     test = digits_batches()[1]
     makers = {
-        "taylorfo": lambda o: TaylorFOWeightPruner(model, CONV50, trainer, o, criterion, training_batches=20),
-        "apoz": lambda o: ActivationAPoZRankPruner(model, CONV50, trainer, o, criterion, training_batches=20),
-        "mean_activation": lambda o: ActivationMeanRankPruner(model, CONV50, trainer, o, criterion,
-                                                              training_batches=20),
-        "slim": lambda o: SlimPruner(model, [{"sparsity": 0.5, "op_types": ["BatchNorm2d"]}], trainer, o, criterion,
-                                     training_epochs=3, scale=1e-2, mode="normal"),
-        "l1": lambda o: L1NormPruner(model, CONV50, dummy_input=digits_input(2)),
+        "taylorfo": lambda m, o: TaylorFOWeightPruner(m, CONV50, trainer, o, criterion, training_batches=20),
+        "apoz": lambda m, o: ActivationAPoZRankPruner(m, CONV50, trainer, o, criterion, training_batches=20),
+        "mean_activation": lambda m, o: ActivationMeanRankPruner(m, CONV50, trainer, o, criterion,
+                                                                 training_batches=20),
+        "slim": lambda m, o: SlimPruner(m, [{"sparsity": 0.5, "op_types": ["BatchNorm2d"]}], trainer, o, criterion,
+                                        training_epochs=3, scale=1e-2, mode="normal"),
+        "l1": lambda m, o: L1NormPruner(m, CONV50, dummy_input=digits_input(2)),
     }
     before, after = {}, {}
     for name, make in makers.items():
-        pruner = make(trace(torch.optim.Adam)(model.parameters(), lr=1e-2))
-        masked, masks = pruner.compress()
+        model = digits_cnn()
+        pruner = make(model, trace(torch.optim.Adam)(model.parameters(), lr=1e-2))
+        pruner.compress()
+        masked, masks = pruner.masked_graph, pruner.session.masks
         assert _kept(masks) == {4: 8, 9: 16, 16: 32, 21: 32}, name
         before[name] = evaluate(masked, test)
         digits_finetuner(1, lr=1e-2)(masked)
@@ -201,7 +221,8 @@ def test_slim_removes_the_channels_whose_gamma_went_to_zero(digits):
     pruner = SlimPruner(model, [{"sparsity": 0.25, "op_types": ["BatchNorm2d"]}], trainer,
                         trace(torch.optim.Adam)(model.parameters(), lr=3e-2), criterion, training_epochs=3,
                         scale=5e-2)
-    masked, masks = pruner.compress()
+    pruner.compress()
+    masked, masks = pruner.masked_graph, pruner.session.masks
     gammas = torch.cat([masked.get_parameter(f"bn{i}.weight").detach().abs() for i in range(1, 5)])
     keep = torch.cat([torch.as_tensor(masks.keep[g]) for g in (4, 9, 16, 21)])
     assert gammas[~keep].max() <= gammas[keep].min()  # one global threshold on |gamma|
@@ -216,22 +237,34 @@ def test_evaluator_form_and_plain_optimizer(digits):
     model, trainer, criterion = digits
     evaluator = TorchEvaluator(trainer, trace(torch.optim.SGD)(model.parameters(), lr=0.01, momentum=0.9), criterion,
                                dummy_input=digits_input(4))
-    _, masks = TaylorFOWeightPruner(model, CONV50, evaluator, 5, mode="global").compress()
-    assert sum(_kept(masks).values()) == 176 - 88
-    _, masks = ActivationAPoZRankPruner(model, CONV50, evaluator=evaluator, training_steps=3).compress()
-    assert _kept(masks) == {4: 8, 9: 16, 16: 32, 21: 32}
+    pruner = TaylorFOWeightPruner(model, CONV50, evaluator, 5, mode="global")
+    pruner.compress()
+    assert sum(_kept(pruner.session.masks).values()) == 176 - 88
+    model = digits_cnn()
+    evaluator = TorchEvaluator(trainer, trace(torch.optim.SGD)(model.parameters(), lr=0.01, momentum=0.9), criterion,
+                               dummy_input=digits_input(4))
+    pruner = ActivationAPoZRankPruner(model, CONV50, evaluator=evaluator, training_steps=3)
+    pruner.compress()
+    assert _kept(pruner.session.masks) == {4: 8, 9: 16, 16: 32, 21: 32}
+    model = digits_cnn()
     plain = torch.optim.SGD(model.parameters(), lr=0.01)  # not traced: rebuilt from its class and groups
-    _, masks = TaylorFOWeightPruner(model, CONV50, trainer, plain, criterion, training_batches=2).compress()
-    assert _kept(masks) == {4: 8, 9: 16, 16: 32, 21: 32}
+    pruner = TaylorFOWeightPruner(model, CONV50, trainer, plain, criterion, training_batches=2)
+    pruner.compress()
+    assert _kept(pruner.session.masks) == {4: 8, 9: 16, 16: 32, 21: 32}
 
 
 def test_plain_data_changes_no_weight():
     model, batches = _tiny()
     pruner = TaylorFOWeightPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], data=batches,
                                   loss=F.cross_entropy)
-    masked, _ = pruner.compress()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(masked.get_parameter(name), p, msg=name)
+    before = _state(model)
+    _, masks = pruner.compress()
+    pruner._unwrap_model()
+    for name, p in model.named_parameters():  # no training: the weights are the masked originals
+        torch.testing.assert_close(p, before[name] * masks.get(name.rpartition(".")[0], {}).get("weight", 1.0)
+                                   if name.endswith("weight") else before[name] * masks.get(
+                                       name.rpartition(".")[0], {}).get("bias", 1.0), msg=name)
+        torch.testing.assert_close(pruner.masked_graph.get_parameter(name), before[name], msg=name)
 
 
 @pytest.mark.parametrize("pruner", ["taylorfo", "apoz", "mean_activation"])

@@ -263,6 +263,17 @@ def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
     return found
 
 
+def _bake_weight_masks(model: torch.nn.Module) -> None:
+    """A model masked in place by a pruner (NNI's wrapper: `weight = original * mask`) is traced with the masked
+    weights as plain parameters (on the copy being traced)."""
+    from .mask import WeightMask, bake_parametrizations  # the mask pass sits above this one
+
+    for module in model.modules():
+        for attr, plist in dict(getattr(module, "parametrizations", {})).items():
+            if len(plist) == 1 and isinstance(plist[0], WeightMask):
+                bake_parametrizations(module, {attr})
+
+
 def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -> torch.fx.GraphModule:
     """Trace a deep copy of `model` and annotate shapes from a run on `example_inputs`.
 
@@ -283,6 +294,8 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     original = model
     train_flags = {name: m.training for name, m in model.named_modules()}
     model = copy.deepcopy(model)
+    if not isinstance(model, torch.fx.GraphModule):
+        _bake_weight_masks(model)
     set_training(model, False)
     _trace_without_cache(model)
     attrs_before = _attribute_snapshot(model)

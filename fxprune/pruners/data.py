@@ -3,13 +3,14 @@
     from fxprune.pruners import TaylorFOWeightPruner
     traced_optimizer = nni.trace(torch.optim.SGD)(model.parameters(), lr=0.01, momentum=0.9)
     pruner = TaylorFOWeightPruner(model, config_list, trainer, traced_optimizer, criterion, training_batches=20)
-    masked_model, masks = pruner.compress()
+    model, masks = pruner.compress()      # your model, trained as NNI trains it and masked in place; NNI's masks
 
 Three ways to feed the statistics, as NNI and `fxprune.compile` users know them:
 
 - NNI v2.6 (the seed): `trainer, traced_optimizer, criterion, training_batches`. The user's trainer runs
   ONE call (as in NNI: the rest of its epoch still trains) on fxprune's traced copy of the model, with
-  the optimizer rebuilt on that copy; the probe pass counts the first `training_batches` batches.
+  the optimizer rebuilt on that copy; the probe pass counts the first `training_batches` batches. The trained
+  weights are copied back into your model, which `compress()` masks in place (as NNI trains and wraps it).
 - NNI 2.9+: `evaluator=TorchEvaluator(...), training_steps=N` (`training_func(..., max_steps=N)`).
 - fxprune: `data=` an iterable of batches (and `loss=` for Taylor): statistics only, no weight changes.
 
@@ -352,8 +353,9 @@ class _StatisticsPruner(Pruner):
                               "(fxprune measures the activation that follows the layer in the model)")
         init_pruner(self, model, config_list, call, self._modes, "dependency_aware")
 
-    def compress(self) -> tuple[torch.fx.GraphModule, Masks]:
-        """Collect the statistics (training the model where NNI does), score, and return (masked model, masks)."""
+    def compress(self) -> tuple[torch.nn.Module, dict[str, dict[str, torch.Tensor]]]:
+        """Collect the statistics (training the model where NNI does), score, mask your model in place, and
+        return `(model, masks)` (see `fxprune.pruners.base`)."""
         if self.example_inputs is None:
             self.example_inputs = self.feed.example_inputs(self.model)
         return super().compress()

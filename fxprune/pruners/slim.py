@@ -3,7 +3,7 @@ channels whose |gamma| is smallest, ranked across layers by default.
 
     pruner = SlimPruner(model, [{"sparsity": 0.8, "op_types": ["BatchNorm2d"]}], trainer, traced_optimizer,
                         criterion, training_epochs=1)
-    masked_model, masks = pruner.compress()     # the traced copy, trained `training_epochs` with the penalty
+    model, masks = pruner.compress()     # your model, trained `training_epochs` with the penalty, masked in place
 
 The model IS trained during `compress()` (as in NNI): `training_epochs` calls of the user's trainer with
 `criterion(output, target) + scale * sum |gamma|` over the selected BatchNorm layers. A BatchNorm channel
@@ -26,7 +26,6 @@ import torch
 from ..config import Config
 from ..errors import ConfigError, InputError
 from ..layers import Layer, find_layers, select_layers
-from ..masks import Masks
 from ..session import Session
 from .base import Pruner
 from .data import Feed, init_pruner, parse_call, positive, score_masks
@@ -105,8 +104,9 @@ class SlimPruner(Pruner):
         self.scale = _scale(call.pop("scale", 1e-4), f"{owner}: scale")
         init_pruner(self, model, config_list, call, ("global", "normal"), "global")
 
-    def compress(self) -> tuple[torch.fx.GraphModule, Masks]:
-        """Sparsity-train the traced copy, remove the smallest |gamma|, and return (masked model, masks)."""
+    def compress(self) -> tuple[torch.nn.Module, dict[str, dict[str, torch.Tensor]]]:
+        """Sparsity-train (fxprune's traced copy, the weights copied back into your model), mask the smallest
+        |gamma| in your model in place, and return `(model, masks)` (NNI's `{bn: {'weight', 'bias'}}`)."""
         if self.example_inputs is None:
             self.example_inputs = self.feed.example_inputs(self.model)
         return super().compress()

@@ -45,7 +45,7 @@ from ..config import parse_config
 from ..errors import ConfigError, FxPruneError, InputError
 from ..importance import accumulate
 from ..layers import Layer
-from ..masks import Masks, compute_masks, magnitude_keep
+from ..masks import Masks, compute_masks, keep_largest
 from ..session import Session, prepare
 from ..training import make_trainer
 from .base import Pruner
@@ -230,7 +230,7 @@ def _project(session: Session, chosen: list[tuple[Layer, nn.Parameter]], values:
              coarse: bool) -> list[torch.Tensor]:
     """ADMM's Z-step: `values` (W + U per layer) projected onto the config's sparsity."""
     if not coarse:
-        return [v * magnitude_keep(v.abs(), layer.rule.target) for (layer, _), v in zip(chosen, values)]
+        return [v * keep_largest(v.abs(), layer.rule.target) for (layer, _), v in zip(chosen, values)]
     saved = [w.detach().clone() for _, w in chosen]
     with torch.no_grad():  # score the channels of W + U: put it in the weights for compute_masks, then restore
         for (_, w), v in zip(chosen, values):
@@ -384,7 +384,7 @@ class _Movement:
             score = self.params[layer.weight].score.detach()
             target = layer.rule.target * fraction
             masks.weights[layer.weight] = (torch.sigmoid(score) > target if self.mode == "soft"
-                                           else magnitude_keep(score, target))
+                                           else keep_largest(score, target))
         return masks
 
     def update(self, fraction: float) -> None:

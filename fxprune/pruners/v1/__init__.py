@@ -10,9 +10,11 @@ from .data import (
     TaylorFOWeightFilterPruner,
 )
 from .iterative import AGPPruner, LotteryTicketPruner
+from .oneshot import FPGMPruner, L1FilterPruner, L2FilterPruner, LevelPruner
 from .search import AMCPruner, NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 from .training import ADMMPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
            "TaylorFOWeightFilterPruner", "ADMMPruner", "AGPPruner", "LotteryTicketPruner", "SimulatedAnnealingPruner",
-           "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
+           "NetAdaptPruner", "SensitivityPruner", "AMCPruner", "LevelPruner", "L1FilterPruner", "L2FilterPruner",
+           "FPGMPruner"]

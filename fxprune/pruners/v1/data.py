@@ -85,7 +85,7 @@ class _V1Pruner(Pruner):
 
     def compress(self) -> torch.fx.GraphModule:  # type: ignore[override]
         """Trace and start pruning; returns the masked model (v1 returns the model only)."""
-        return super().compress()[0]
+        return self.start().model
 
 
 class SlimPruner(_V1Pruner):
