@@ -36,7 +36,7 @@ class _Weights:
     """`get_parameter` by qualname on the user's module, also through a parametrization (a model masked before)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.gm = self
+        self.gm = model  # what `magnitude_masks` reads weights from (through parametrizations too)
         self.model = model
         self._seen: dict[str, torch.Tensor] = {}  # one object per name: magnitude_masks finds tied weights by id
 
