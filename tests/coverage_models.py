@@ -11,18 +11,26 @@ plain slice), so a test can measure what the op costs: the MACs removed must mat
   stochastic depth or drop-path.
 - `LeViTLike`: attention with a relative-position bias gathered as `biases[:, idxs]` and a subsampling
   `x.view(B, H, W, C)[:, ::2, ::2]`, as timm's LeViT writes them.
+- `TimmViTLike`: timm's VisionTransformer in small (`qkv(x).reshape(B, N, 3, heads, head_dim).permute(2, 0, 3, 1,
+  4).unbind(0)`, `F.scaled_dot_product_attention`); `causal=True` computes `is_causal` from the sequence length at
+  run time, as Hugging Face's sdpa attention does (the legacy ONNX exporter then sees it as a Tensor).
+- `ArgsWrapper` / `KwargsWrapper`: `forward(self, *args)` / `forward(self, *args, **kwargs)` adapters around a
+  model that returns a dict or a dataclass (`SegmentationLike` returns an `OrderedDict` as torchvision's
+  segmentation models do), the usual way the zoo reaches segmentation and Hugging Face models.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 __all__ = ["stochastic_depth", "StochasticDepth", "drop_path", "DropPath", "EfficientNetLike", "ConvNeXtLike",
-           "LeViTLike"]
+           "LeViTLike", "SegmentationLike", "TimmViTLike", "ArgsWrapper", "KwargsWrapper", "TwoInputArgsWrapper"]
 
 
 def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:  # noqa: A002
@@ -291,3 +299,115 @@ class LeViTLike(nn.Module):
         x = self.stem(x).flatten(2).transpose(1, 2)
         x = self.stage2(self.expand(self.subsample(self.stage1(x))))
         return self.head(x.mean(1))
+
+
+class SegmentationLike(nn.Module):
+    """torchvision's segmentation models in small: a backbone, a classifier head, and an auxiliary head, returned
+    as `OrderedDict(out=..., aux=...)`."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(_conv_bn(3, 16, 3, 2), _conv_bn(16, 32, 3), _conv_bn(32, 32, 3))
+        self.classifier = nn.Sequential(_conv_bn(32, 32, 3), nn.Conv2d(32, num_classes, 1))
+        self.aux = nn.Sequential(_conv_bn(32, 16, 3), nn.Conv2d(16, num_classes, 1))
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        out = nn.functional.interpolate(self.classifier(features), size=size, mode="bilinear", align_corners=False)
+        aux = nn.functional.interpolate(self.aux(features), size=size, mode="bilinear", align_corners=False)
+        return OrderedDict(out=out, aux=aux)
+
+
+class ArgsWrapper(nn.Module):
+    """`forward(self, *args)`: the model's `"out"` entry, or the `last_hidden_state` of a Hugging Face output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> Tensor:
+        out = self.model(*args)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out["out"]
+
+
+class KwargsWrapper(ArgsWrapper):
+    """`forward(self, *args, **kwargs)`."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        out = self.model(*args, **kwargs)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out["out"]
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = _conv_bn(3, 16, 3), _conv_bn(3, 16, 3)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        return {"out": self.head(self.a(x) + self.b(y))}
+
+
+class TwoInputArgsWrapper(nn.Module):
+    """`forward(self, x, *rest)` around a two-input model: one named parameter, one input in `*rest`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = _TwoInputs()
+
+    def forward(self, x: Tensor, *rest: Tensor) -> Tensor:
+        return self.model(x, *rest)["out"]
+
+
+class _TimmAttention(nn.Module):
+    """timm.models.vision_transformer.Attention (fused path)."""
+
+    def __init__(self, dim: int, heads: int, causal: bool) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.causal = heads, dim // heads, causal
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.q_norm, self.k_norm = nn.Identity(), nn.Identity()
+        self.attn_drop = nn.Dropout(0.0)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = nn.functional.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0,
+            is_causal=self.causal and q.shape[-2] > 1)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class _TimmBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, causal: bool) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), _TimmAttention(dim, heads, causal)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TimmViTLike(nn.Module):
+    """A small timm ViT: conv patch embedding, class token, position embedding, two blocks, head on the class
+    token. 16x16 images, 4x4 patches, 4 heads of 8."""
+
+    def __init__(self, causal: bool = False, num_classes: int = 10, dim: int = 32) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 4, 4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.blocks = nn.Sequential(*(_TimmBlock(dim, 4, causal) for _ in range(2)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])

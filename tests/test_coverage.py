@@ -5,6 +5,7 @@ same model with the op replaced by a plain element-wise op (or a plain slice).""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,16 @@ import fxprune
 from fxprune.graph import BuildOptions, DependencyGraph
 from fxprune.passes.trace import trace
 from tests._checks import check_result
-from tests.coverage_models import ConvNeXtLike, EfficientNetLike, LeViTLike
+from tests.coverage_models import (
+    ArgsWrapper,
+    ConvNeXtLike,
+    EfficientNetLike,
+    KwargsWrapper,
+    LeViTLike,
+    SegmentationLike,
+    TimmViTLike,
+    TwoInputArgsWrapper,
+)
 
 SD = "torchvision.ops.stochastic_depth.stochastic_depth"
 HIDDEN = {"sparsity": 0.5, "prune_hidden": True}  # ConvNeXt's residual stream is its LayerNorm's hidden size
@@ -140,3 +150,106 @@ def test_a_boolean_mask_index_stays_a_barrier_named_once() -> None:
     messages = [str(w.message) for w in record if "boolean mask" in str(w.message)]
     assert len(messages) == 1 and "register_rule" in messages[0] and "1 node" in messages[0]
     assert result.model.conv.out_channels == 8
+
+
+def _exports_with_both(model: torch.nn.Module, inputs: tuple[Any, ...], tmp_path: Any, name: str) -> None:
+    """The legacy and the dynamo exporter both write a file onnxruntime runs like torch (at twice the batch too)."""
+    for exporter in ("legacy", "dynamo"):
+        exported = fxprune.export_onnx(model, inputs, tmp_path / f"{name}-{exporter}.onnx", exporter=exporter)
+        assert exported.dynamic_batch and exported.max_abs_err < 1e-3, (exporter, exported.max_abs_err)
+
+
+# -- class 1: forward(self, *args) / **kwargs wrappers -------------------------------------------------------
+
+WRAPPERS = {"args": ArgsWrapper, "kwargs": KwargsWrapper}
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+@pytest.mark.parametrize("frontend", ["auto", "fx", "export"])
+def test_var_positional_wrapper_around_a_dict_model_prunes(wrapper: str, frontend: str) -> None:
+    """A wrapper taking `*args` (and `**kwargs`) around a model returning an OrderedDict traces with both front
+    ends (the default picks fx) and prunes as the bare model's `out` path does."""
+    x = torch.randn(2, 3, 16, 16)
+    torch.manual_seed(0)
+    result = _compile(WRAPPERS[wrapper](SegmentationLike()).eval(), {"sparsity": 0.5, "frontend": frontend}, x)
+    assert result.report.frontend == ("fx" if frontend == "auto" else frontend)
+    check_result(result, (torch.randn(3, 3, 16, 16),))
+    placeholders = [n.name for n in result.model.graph.nodes if n.op == "placeholder"]
+    assert len(placeholders) == 1
+    assert result.model.get_parameter("model.backbone.1.0.weight").shape[0] == 16
+
+
+@pytest.mark.slow
+def test_var_positional_wrapper_exports_with_both_exporters(tmp_path) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    result = _compile(ArgsWrapper(SegmentationLike()).eval(), {"sparsity": 0.5}, x)
+    _exports_with_both(result.model, (x,), tmp_path, "wrapped")
+
+
+def test_named_parameter_then_var_positional() -> None:
+    """`forward(self, x, *rest)` with two inputs: one placeholder per input, named after the signature."""
+    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    for frontend in ("fx", "export"):
+        result = _compile(TwoInputArgsWrapper().eval(), {"sparsity": 0.5, "frontend": frontend}, (x, y))
+        names = [n.name for n in result.model.graph.nodes if n.op == "placeholder"]
+        assert len(names) == 2 and (names[0] == "x" if frontend == "fx" else True), names
+        check_result(result, (torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)))
+
+
+@pytest.mark.slow
+def test_var_positional_wrapper_around_hugging_face_bert() -> None:
+    """`forward(self, *args, **kwargs)` around BertModel (returns a ModelOutput dataclass): fx cannot trace BERT,
+    the default falls back to torch.export with the wrapper's signature, and heads and FFN prune."""
+    T = pytest.importorskip("transformers")
+    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    torch.manual_seed(0)
+    bert = T.BertModel(T.BertConfig(vocab_size=100, attn_implementation="eager", **tiny)).eval()
+    ids = torch.randint(0, 100, (2, 8))
+    for wrapper in WRAPPERS.values():
+        result = fxprune.compile(wrapper(bert), {"sparsity": 0.5}, (ids,))
+        assert result.report.frontend == "export"
+        check_result(result, (torch.randint(0, 100, (3, 13)),))
+        assert result.report.mac_reduction > 0.3
+        assert any("attention heads" in n and "units removed" in n for n in result.report.notes)
+
+
+# -- class 3: pruned timm-style ViTs export with both exporters -------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("attention", ["heads", "head_dim"])
+def test_pruned_timm_vit_exports_with_both_exporters(causal: bool, attention: str, tmp_path) -> None:
+    """qkv.unbind(0) couples the heads (they used to stay whole); `is_causal` computed from the sequence length at
+    run time becomes a mask built with tensor ops, so the legacy exporter no longer passes it a Tensor."""
+    x = torch.randn(2, 3, 16, 16)
+    torch.manual_seed(0)
+    result = _compile(TimmViTLike(causal=causal).eval(), {"sparsity": 0.5, "attention": attention}, x)
+    check_result(result, (torch.randn(3, 3, 16, 16),))
+    assert result.model.get_submodule("blocks.0.attn.qkv").out_features == 48
+    rewritten = [n for n in result.model.graph.nodes if n.target is fxprune.rules.layers.sdpa_run_time_causal]
+    assert len(rewritten) == (2 if causal else 0)
+    _exports_with_both(result.model, (x,), tmp_path, f"vit-{causal}-{attention}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(result.model, (x,), str(tmp_path / "plain-legacy.onnx"), dynamo=False)
+
+
+def test_failing_exporter_names_the_node_and_the_exporter_that_works(tmp_path) -> None:
+    """RMSNorm has no legacy ONNX symbolic: the error names the exporter and the node, and says dynamo works."""
+
+    class Norm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.norm = nn.Linear(8, 8), nn.RMSNorm(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.fc(x))
+
+    gm = torch.fx.symbolic_trace(Norm().eval())
+    with pytest.raises(fxprune.ExportError) as info:
+        fxprune.export_onnx(gm, (torch.randn(2, 8),), tmp_path / "n.onnx", exporter="legacy")
+    text = str(info.value)
+    assert "legacy exporter" in text and "rms_norm" in text and "exporter='dynamo'" in text, text
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(fxprune.errors.InputError, match="exporter='jit'"):
+        fxprune.export_onnx(gm, (torch.randn(2, 8),), tmp_path / "n.onnx", exporter="jit")

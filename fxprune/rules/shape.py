@@ -19,8 +19,8 @@ from .context import MaskContext, NodeView, RewriteContext, RuleContext
 from .couplings import all_but, along_dims, per_channel
 from .table import Rule, register_rule
 
-__all__ = ["slice_tensor", "select", "cat", "split", "getitem", "index_tensor", "reshape", "permute", "reduce_dims",
-           "expand", "pad", "masked_mean"]
+__all__ = ["slice_tensor", "select", "cat", "split", "unbind", "getitem", "index_tensor", "reshape", "permute",
+           "reduce_dims", "expand", "pad", "masked_mean"]
 
 aten = torch.ops.aten
 
@@ -145,6 +145,19 @@ def split(c: RuleContext) -> None:
         item = f"{c.node.name}[{k}]"
         c.link((x, dim), (item, dim), start + np.arange(size))
         c.same(x, item, (d for d in range(c.ndim(x)) if d != dim))
+
+
+def unbind(c: RuleContext) -> None:
+    """unbind(x, dim): item k is `x.select(dim, k)` (timm's `q, k, v = qkv.unbind(0)`): every element of dim is
+    read, so dim stays; the other dims pass through to every item."""
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim", 0) % c.ndim(x)
+    c.freeze(x, dim, "unbound into one tensor per element")
+    for k in range(c.shape(x)[dim]):
+        item = f"{c.node.name}[{k}]"
+        for d in range(c.ndim(x)):
+            if d != dim:
+                c.link((x, d), (item, d - (d > dim)))
 
 
 def _rewrite_split(c: RewriteContext) -> None:
@@ -512,6 +525,7 @@ register_rule([torch.cat, torch.concat, torch.concatenate, aten.cat.default], Ru
 _split = Rule(split, rewrite=_rewrite_split)
 register_rule([torch.split, "split", aten.split.Tensor, aten.split_with_sizes.default], _split)
 register_rule([torch.chunk, "chunk", aten.chunk.default], _split)
+register_rule([torch.unbind, "unbind", aten.unbind.int], Rule(unbind))
 register_rule(operator.getitem, Rule(getitem, rewrite=_rewrite_getitem))
 register_rule(aten.index.Tensor, Rule(index_tensor))
 register_rule(aten.slice.Tensor, Rule(slice_tensor, rewrite=_rewrite_slice))
