@@ -14,6 +14,9 @@ plain slice), so a test can measure what the op costs: the MACs removed must mat
 - `TimmViTLike`: timm's VisionTransformer in small (`qkv(x).reshape(B, N, 3, heads, head_dim).permute(2, 0, 3, 1,
   4).unbind(0)`, `F.scaled_dot_product_attention`); `causal=True` computes `is_causal` from the sequence length at
   run time, as Hugging Face's sdpa attention does (the legacy ONNX exporter then sees it as a Tensor).
+- `Res2NetLike`: timm's Res2Net bottleneck (`Bottle2neck`): conv1's output split into `scale` pieces, each
+  piece's 3x3 conv fed the previous one's output plus its own piece, the last piece passed through (or avg-pooled in
+  a stage's first block), all concatenated into conv3.
 - `ArgsWrapper` / `KwargsWrapper`: `forward(self, *args)` / `forward(self, *args, **kwargs)` adapters around a
   model that returns a dict or a dataclass (`SegmentationLike` returns an `OrderedDict` as torchvision's
   segmentation models do), the usual way the zoo reaches segmentation and Hugging Face models.
@@ -30,7 +33,8 @@ import torch.nn as nn
 from torch import Tensor
 
 __all__ = ["stochastic_depth", "StochasticDepth", "drop_path", "DropPath", "EfficientNetLike", "ConvNeXtLike",
-           "LeViTLike", "SegmentationLike", "TimmViTLike", "ArgsWrapper", "KwargsWrapper", "TwoInputArgsWrapper"]
+           "LeViTLike", "SegmentationLike", "TimmViTLike", "Res2NetLike", "ArgsWrapper", "KwargsWrapper",
+           "TwoInputArgsWrapper"]
 
 
 def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:  # noqa: A002
@@ -411,3 +415,66 @@ class TimmViTLike(nn.Module):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+class _Bottle2neck(nn.Module):
+    """timm.models.res2net.Bottle2neck (cardinality 1, no attention layer)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 base_width: int = 26, scale: int = 4) -> None:
+        super().__init__()
+        self.scale = scale
+        self.is_first = stride > 1 or downsample is not None
+        self.num_scales = max(1, scale - 1)
+        width = int(planes * base_width / 64.0)
+        self.width = width
+        outplanes = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, width * scale, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width * scale)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, stride, 1, bias=False) for _ in range(self.num_scales))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(self.num_scales))
+        self.pool = nn.AvgPool2d(3, stride, 1) if self.is_first else None
+        self.conv3 = nn.Conv2d(width * scale, outplanes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(outplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        spx = torch.split(out, self.width, 1)
+        spo = []
+        sp = spx[0]
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            sp = spx[i] if i == 0 or self.is_first else sp + spx[i]
+            sp = self.relu(bn(conv(sp)))
+            spo.append(sp)
+        if self.scale > 1:
+            spo.append(self.pool(spx[-1]) if self.pool is not None else spx[-1])
+        out = self.bn3(self.conv3(torch.cat(spo, 1)))
+        if self.downsample is not None:
+            shortcut = self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class Res2NetLike(nn.Module):
+    """A small Res2Net-50-style net: stem, two stages of two Bottle2necks (the first of each strided or
+    projected, so it pools its last piece), pooled head."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        layers: list[nn.Module] = []
+        inplanes = 16
+        for planes, stride in ((16, 1), (32, 2)):
+            down = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
+            layers += [_Bottle2neck(inplanes, planes, stride, down), _Bottle2neck(planes * 4, planes)]
+            inplanes = planes * 4
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))

@@ -24,6 +24,7 @@ from tests.coverage_models import (
     EfficientNetLike,
     KwargsWrapper,
     LeViTLike,
+    Res2NetLike,
     SegmentationLike,
     TimmViTLike,
     TwoInputArgsWrapper,
@@ -253,3 +254,37 @@ def test_failing_exporter_names_the_node_and_the_exporter_that_works(tmp_path) -
     assert os.listdir(tmp_path) == []
     with pytest.raises(fxprune.errors.InputError, match="exporter='jit'"):
         fxprune.export_onnx(gm, (torch.randn(2, 8),), tmp_path / "n.onnx", exporter="jit")
+
+
+# -- class 2: split pieces with different fates, concatenated back (Res2Net) ------------------------------------
+
+@pytest.mark.slow
+def test_res2net_split_pieces_prune_and_export(tmp_path) -> None:
+    """`spx[-1]` (the last piece, passed through or pooled) is the split's last window: it used to be read as an
+    unknown item, kept whole while its window lost channels, and conv3 then got fewer channels than it kept."""
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    result = _compile(Res2NetLike().eval(), {"sparsity": 0.5}, x)
+    check_result(result, (torch.randn(3, 3, 32, 32),))
+    block = result.model.get_submodule("layers.1")  # not first: the last piece passes through untouched
+    pieces = [n for n in result.model.graph.nodes if n.target is torch.split and "layers_1" in n.args[0].name]
+    assert len(pieces) == 1 and sum(pieces[0].args[1]) == block.conv3.in_channels < 4 * 6
+    assert result.report.mac_reduction > 0.5
+    _exports_with_both(result.model, (x,), tmp_path, "res2net")
+
+
+def test_negative_item_of_a_tuple_is_its_last_item() -> None:
+    x = torch.randn(2, 3, 8, 8)
+
+    class LastPiece(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pieces = torch.split(self.conv(x), 4, 1)
+            return self.head(torch.cat([pieces[0] * 2, pieces[-1]], 1))
+
+    result = _compile(LastPiece().eval(), {"sparsity": 0.5}, x)
+    check_result(result, (torch.randn(3, 3, 8, 8),))
+    assert result.model.conv.out_channels == 4

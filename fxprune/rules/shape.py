@@ -258,6 +258,11 @@ def getitem(c: RuleContext) -> None:
     src, index = c.arg(0), c.arg(1)
     key = c.tensor(src)
     if key is None:  # item of a tuple (split, chunk, ...) or of a size
+        if isinstance(index, int) and index < 0 and hasattr(src, "name"):  # spx[-1]: the last item's key
+            n = 0
+            while f"{src.name}[{n}]" in c.g.shapes:
+                n += 1
+            index += n
         item = f"{src.name}[{index}]" if hasattr(src, "name") else None
         if item in c.g.shapes and c.out is not None:
             c.same(item, c.out)
