@@ -17,6 +17,10 @@ plain slice), so a test can measure what the op costs: the MACs removed must mat
 - `Res2NetLike`: timm's Res2Net bottleneck (`Bottle2neck`): conv1's output split into `scale` pieces, each
   piece's 3x3 conv fed the previous one's output plus its own piece, the last piece passed through (or avg-pooled in
   a stage's first block), all concatenated into conv3.
+- `VideoResNetLike`: torchvision's R3D / R(2+1)D video ResNets in small: `Conv3DSimple(nn.Conv3d)` with its own
+  `__init__` and `get_downsample_stride` staticmethod, `Conv2Plus1D(nn.Sequential)` (spatial 1x3x3 conv, BN, ReLU,
+  temporal 3x1x1 conv), and a 'same'-padded `nn.Conv3d` subclass; `plain=True` builds the same net of plain
+  `nn.Conv3d`s.
 - `ArgsWrapper` / `KwargsWrapper`: `forward(self, *args)` / `forward(self, *args, **kwargs)` adapters around a
   model that returns a dict or a dataclass (`SegmentationLike` returns an `OrderedDict` as torchvision's
   segmentation models do), the usual way the zoo reaches segmentation and Hugging Face models.
@@ -34,7 +38,7 @@ from torch import Tensor
 
 __all__ = ["stochastic_depth", "StochasticDepth", "drop_path", "DropPath", "EfficientNetLike", "ConvNeXtLike",
            "LeViTLike", "SegmentationLike", "TimmViTLike", "Res2NetLike", "ArgsWrapper", "KwargsWrapper",
-           "TwoInputArgsWrapper"]
+           "TwoInputArgsWrapper", "VideoResNetLike", "Conv3DSimple", "Conv2Plus1D", "Conv3DSame"]
 
 
 def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:  # noqa: A002
@@ -478,3 +482,108 @@ class Res2NetLike(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+class Conv3DSimple(nn.Conv3d):
+    """torchvision.models.video.resnet.Conv3DSimple."""
+
+    def __init__(self, in_planes: int, out_planes: int, midplanes: int | None = None, stride: int = 1,
+                 padding: int = 1) -> None:
+        super().__init__(in_planes, out_planes, kernel_size=(3, 3, 3), stride=stride, padding=padding, bias=False)
+
+    @staticmethod
+    def get_downsample_stride(stride: int) -> tuple[int, int, int]:
+        return stride, stride, stride
+
+
+class Conv2Plus1D(nn.Sequential):
+    """torchvision.models.video.resnet.Conv2Plus1D: a 1x3x3 spatial conv into midplanes, then a 3x1x1 temporal one."""
+
+    def __init__(self, in_planes: int, out_planes: int, midplanes: int, stride: int = 1, padding: int = 1) -> None:
+        super().__init__(
+            nn.Conv3d(in_planes, midplanes, (1, 3, 3), (1, stride, stride), (0, padding, padding), bias=False),
+            nn.BatchNorm3d(midplanes), nn.ReLU(inplace=True),
+            nn.Conv3d(midplanes, out_planes, (3, 1, 1), (stride, 1, 1), (padding, 0, 0), bias=False))
+
+    @staticmethod
+    def get_downsample_stride(stride: int) -> tuple[int, int, int]:
+        return stride, stride, stride
+
+
+class Conv3DSame(nn.Conv3d):
+    """A conv with 'same' padding computed in forward (timm's Conv2dSame pattern, in 3-D)."""
+
+    def __init__(self, in_planes: int, out_planes: int, midplanes: int | None = None, stride: int = 1,
+                 padding: int = 1) -> None:
+        super().__init__(in_planes, out_planes, 3, stride, 0, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.conv3d(nn.functional.pad(x, (1, 1, 1, 1, 1, 1)), self.weight, self.bias, self.stride)
+
+    @staticmethod
+    def get_downsample_stride(stride: int) -> tuple[int, int, int]:
+        return stride, stride, stride
+
+
+def _plain_conv3d(in_planes: int, out_planes: int, midplanes: int | None = None, stride: int = 1,
+                  padding: int = 1) -> nn.Module:
+    """Conv3DSimple's conv as a plain nn.Conv3d (a leaf module to fx)."""
+    return nn.Conv3d(in_planes, out_planes, 3, stride, padding, bias=False)
+
+
+_plain_conv3d.get_downsample_stride = Conv3DSimple.get_downsample_stride  # type: ignore[attr-defined]
+
+
+def _plain_2plus1d(in_planes: int, out_planes: int, midplanes: int, stride: int = 1, padding: int = 1) -> nn.Module:
+    """Conv2Plus1D's layers in a plain nn.Sequential."""
+    return nn.Sequential(*Conv2Plus1D(in_planes, out_planes, midplanes, stride, padding))
+
+
+_plain_2plus1d.get_downsample_stride = Conv2Plus1D.get_downsample_stride  # type: ignore[attr-defined]
+
+
+class _VideoBasicBlock(nn.Module):
+    """torchvision.models.video.resnet.BasicBlock."""
+
+    def __init__(self, inplanes: int, planes: int, builder: type, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        midplanes = (inplanes * planes * 3 * 3 * 3) // (inplanes * 3 * 3 + 3 * planes)
+        self.conv1 = nn.Sequential(builder(inplanes, planes, midplanes, stride), nn.BatchNorm3d(planes),
+                                   nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(builder(planes, planes, midplanes), nn.BatchNorm3d(planes))
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv2(self.conv1(x)) + residual)
+
+
+class VideoResNetLike(nn.Module):
+    """A small torchvision VideoResNet: stem, two stages of two BasicBlocks built with `builder`, pooled head.
+
+    builder: "r3d" (Conv3DSimple), "r2plus1d" (Conv2Plus1D), "same" (Conv3DSame); `plain=True` builds the same
+    convs as plain `nn.Conv3d`s (a leaf module fx does not trace into) in a plain `nn.Sequential`."""
+
+    def __init__(self, builder: str = "r3d", plain: bool = False, num_classes: int = 10) -> None:
+        super().__init__()
+        conv = ({"r3d": _plain_conv3d, "r2plus1d": _plain_2plus1d, "same": _plain_conv3d} if plain else
+                {"r3d": Conv3DSimple, "r2plus1d": Conv2Plus1D, "same": Conv3DSame})[builder]
+        self.stem = nn.Sequential(nn.Conv3d(3, 16, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False), nn.BatchNorm3d(16),
+                                  nn.ReLU(inplace=True))
+        blocks: list[nn.Module] = []
+        inplanes = 16
+        for planes, stride in ((16, 1), (32, 2)):
+            down = None
+            if stride != 1 or inplanes != planes:
+                ds = conv.get_downsample_stride(stride)
+                down = nn.Sequential(nn.Conv3d(inplanes, planes, 1, ds, bias=False), nn.BatchNorm3d(planes))
+            blocks += [_VideoBasicBlock(inplanes, planes, conv, stride, down), _VideoBasicBlock(planes, planes, conv)]
+            inplanes = planes
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))

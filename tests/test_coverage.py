@@ -28,6 +28,7 @@ from tests.coverage_models import (
     SegmentationLike,
     TimmViTLike,
     TwoInputArgsWrapper,
+    VideoResNetLike,
 )
 
 SD = "torchvision.ops.stochastic_depth.stochastic_depth"
@@ -288,3 +289,31 @@ def test_negative_item_of_a_tuple_is_its_last_item() -> None:
     result = _compile(LastPiece().eval(), {"sparsity": 0.5}, x)
     check_result(result, (torch.randn(3, 3, 8, 8),))
     assert result.model.conv.out_channels == 4
+
+
+# -- class 5: layers that subclass a known module (video ResNets) ------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["r3d", "r2plus1d", "same"])
+def test_conv_subclasses_count_as_layers_and_prune_as_plain_convs(builder: str, tmp_path) -> None:
+    """Conv3DSimple(nn.Conv3d), Conv2Plus1D(nn.Sequential) and a 'same'-padded Conv3d subclass: every conv is a
+    layer (op_types 'Conv3d' and the subclass's own name select it) and the net loses what the same net of plain
+    nn.Conv3d loses."""
+    x = torch.randn(2, 3, 4, 16, 16)
+    model = VideoResNetLike(builder).eval()
+    session = fxprune.prepare(model, {"rules": [{"sparsity": 0.5, "op_types": ["Conv3d"]}]}, x)
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv3d)]
+    assert len(convs) == (18 if builder == "r2plus1d" else 10)  # stem, 4 blocks x 2, one downsample
+    assert sorted(layer.name for layer in session.layers) == sorted(convs)
+    if builder != "r2plus1d":  # the blocks' convs (4 blocks x 2) answer to their own class's name too
+        own = type(model.layers[0].conv1[0]).__name__
+        assert len(fxprune.prepare(model, {"rules": [{"sparsity": 0.5, "op_types": [own]}]}, x).layers) == 8
+    torch.manual_seed(0)
+    result = _compile(model, {"sparsity": 0.5}, x)
+    check_result(result, (torch.randn(3, 3, 4, 16, 16),))
+    torch.manual_seed(0)
+    plain = _compile(VideoResNetLike(builder, plain=True).eval(), {"sparsity": 0.5}, x)
+    assert abs(_removed(result) - _removed(plain)) <= 0.05 * _removed(plain), (_removed(result), _removed(plain))
+    assert result.report.mac_reduction > 0.5
+    if builder == "r3d":
+        _exports_with_both(result.model, (x,), tmp_path, "r3d")
