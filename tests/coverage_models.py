@@ -21,6 +21,9 @@ plain slice), so a test can measure what the op costs: the MACs removed must mat
   `__init__` and `get_downsample_stride` staticmethod, `Conv2Plus1D(nn.Sequential)` (spatial 1x3x3 conv, BN, ReLU,
   temporal 3x1x1 conv), and a 'same'-padded `nn.Conv3d` subclass; `plain=True` builds the same net of plain
   `nn.Conv3d`s.
+- `TorchvisionViTLike`: torchvision's VisionTransformer in small (conv patch embedding, class token, EncoderBlocks
+  calling `nn.MultiheadAttention(x, x, x, need_weights=False)`); `plain=True` writes the same attention by hand
+  (one qkv Linear, heads by view, `F.scaled_dot_product_attention`, out Linear) with the same weights.
 - `ArgsWrapper` / `KwargsWrapper`: `forward(self, *args)` / `forward(self, *args, **kwargs)` adapters around a
   model that returns a dict or a dataclass (`SegmentationLike` returns an `OrderedDict` as torchvision's
   segmentation models do), the usual way the zoo reaches segmentation and Hugging Face models.
@@ -38,7 +41,7 @@ from torch import Tensor
 
 __all__ = ["stochastic_depth", "StochasticDepth", "drop_path", "DropPath", "EfficientNetLike", "ConvNeXtLike",
            "LeViTLike", "SegmentationLike", "TimmViTLike", "Res2NetLike", "ArgsWrapper", "KwargsWrapper",
-           "TwoInputArgsWrapper", "VideoResNetLike", "Conv3DSimple", "Conv2Plus1D", "Conv3DSame"]
+           "TwoInputArgsWrapper", "VideoResNetLike", "Conv3DSimple", "Conv2Plus1D", "Conv3DSame", "TorchvisionViTLike"]
 
 
 def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:  # noqa: A002
@@ -587,3 +590,64 @@ class VideoResNetLike(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
+
+
+class _HandWrittenMHA(nn.Module):
+    """nn.MultiheadAttention(batch_first=True) written with a qkv Linear, a view into heads and SDPA."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.out_proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, *_: Any, **__: Any) -> tuple[Tensor, None]:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        y = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, -1)
+        return self.out_proj(y), None
+
+
+class _EncoderBlock(nn.Module):
+    """torchvision.models.vision_transformer.EncoderBlock."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, plain: bool) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.self_attention = _HandWrittenMHA(dim, heads) if plain else nn.MultiheadAttention(
+            dim, heads, dropout=0.0, batch_first=True)
+        self.dropout = nn.Dropout(0.0)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(0.0), nn.Linear(mlp_dim, dim),
+                                 nn.Dropout(0.0))
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        x = self.ln_1(input)
+        x, _ = self.self_attention(x, x, x, need_weights=False)
+        x = self.dropout(x) + input
+        return x + self.mlp(self.ln_2(x))
+
+
+class TorchvisionViTLike(nn.Module):
+    """A small torchvision ViT: 16x16 images, 4x4 patches, class token, two EncoderBlocks of 4 heads, head on the
+    class token. `plain=True`: the same network and weights with the attention written by hand."""
+
+    def __init__(self, plain: bool = False, num_classes: int = 10, dim: int = 32) -> None:
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, dim, 4, 4)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.layers = nn.Sequential(*(_EncoderBlock(dim, 4, 2 * dim, plain) for _ in range(2)))
+        self.ln = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embedding
+        return self.head(self.ln(self.layers(x))[:, 0])
+
+    def load_mha_weights(self, other: TorchvisionViTLike) -> TorchvisionViTLike:
+        """Copy `other`'s weights (nn.MultiheadAttention's in_proj/out_proj into the hand-written qkv/out_proj)."""
+        state = {k.replace("in_proj_weight", "qkv.weight").replace("in_proj_bias", "qkv.bias"): v
+                 for k, v in other.state_dict().items()}
+        self.load_state_dict(state)
+        return self

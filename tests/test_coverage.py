@@ -27,6 +27,7 @@ from tests.coverage_models import (
     Res2NetLike,
     SegmentationLike,
     TimmViTLike,
+    TorchvisionViTLike,
     TwoInputArgsWrapper,
     VideoResNetLike,
 )
@@ -317,3 +318,69 @@ def test_conv_subclasses_count_as_layers_and_prune_as_plain_convs(builder: str, 
     assert result.report.mac_reduction > 0.5
     if builder == "r3d":
         _exports_with_both(result.model, (x,), tmp_path, "r3d")
+
+
+# -- class 6: nn.MultiheadAttention's heads ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_multihead_attention_heads_prune_as_hand_written_attention(tmp_path) -> None:
+    """torchvision's ViT (nn.MultiheadAttention, need_weights=False) loses what the same network with the attention
+    written by hand loses; the pruned graph runs multi_head_attention over the sliced tensors and exports."""
+    x = torch.randn(2, 3, 16, 16)
+    torch.manual_seed(0)
+    model = TorchvisionViTLike().eval()
+    plain = TorchvisionViTLike(plain=True).eval().load_mha_weights(model)
+    result, by_hand = _compile(model, {"sparsity": 0.5}, x), _compile(plain, {"sparsity": 0.5}, x)
+    check_result(result, (torch.randn(3, 3, 16, 16),))
+    assert abs(_removed(result) - _removed(by_hand)) <= 0.05 * _removed(by_hand), (_removed(result), _removed(by_hand))
+    attn = result.model.get_submodule("layers.0.self_attention")
+    assert attn.in_proj_weight.shape == (48, 32) and attn.out_proj.weight.shape == (32, 16)
+    assert "attention heads: 4 units removed in 2 group(s)" in result.report.notes
+    _exports_with_both(result.model, (x,), tmp_path, "mha")
+    row = fxprune.rules.RULES.pop(nn.MultiheadAttention)
+    try:
+        with pytest.warns(UserWarning, match="torch.nn.modules.activation.MultiheadAttention: 2 node"):
+            barrier = fxprune.compile(model, {"sparsity": 0.5}, x)
+    finally:
+        fxprune.register_rule(nn.MultiheadAttention, row)
+    assert _removed(barrier) < 0.8 * _removed(result)
+
+
+class _MHAVariant(nn.Module):
+    def __init__(self, batch_first: bool = True, bias: bool = True, add_bias_kv: bool = False,
+                 add_zero_attn: bool = False, masks: bool = False, read_weights: bool = False) -> None:
+        super().__init__()
+        self.batch_first, self.masks, self.read_weights = batch_first, masks, read_weights
+        self.fc0 = nn.Linear(16, 32)
+        self.attn = nn.MultiheadAttention(32, 4, bias=bias, add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn,
+                                          batch_first=batch_first)
+        self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 3)
+        self.register_buffer("causal", torch.ones(6, 6, dtype=torch.bool).triu(1))  # sequences of 6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc0(x)
+        h = h if self.batch_first else h.transpose(0, 1)
+        kwargs: dict[str, Any] = {}
+        if self.masks:  # a causal mask, and padding where the first feature is large (never a whole row)
+            kwargs["attn_mask"] = self.causal
+            kwargs["key_padding_mask"] = (x[..., 0] > 1.0) & (torch.arange(6) > 0)
+        out, weights = self.attn(h, h, h, **kwargs)  # need_weights defaults to True
+        out = out if self.batch_first else out.transpose(0, 1)
+        y = self.fc2(torch.relu(self.fc1(out))).mean(1)
+        return y + weights.sum((1, 2))[:, None] if self.read_weights else y
+
+
+@pytest.mark.parametrize("variant", [{}, {"batch_first": False}, {"bias": False}, {"masks": True},
+                                     {"add_bias_kv": True, "add_zero_attn": True}, {"read_weights": True}])
+def test_multihead_attention_variants_verify(variant: dict[str, Any]) -> None:
+    """masked == pruned across MHA's options; averaged attention weights that are read keep the heads (named)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 16)
+    result = _compile(_MHAVariant(**variant).eval(), {"sparsity": 0.5}, x)
+    check_result(result, (torch.randn(3, 6, 16),))
+    heads = result.model.get_submodule("attn").out_proj.weight.shape[1]
+    if variant.get("read_weights"):
+        assert heads == 32
+        assert any("need_weights=True" in r for g in result.masks.graph.groups for r in g.reasons)
+    else:
+        assert heads == 16
