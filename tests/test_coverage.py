@@ -1,11 +1,14 @@
-"""Issue 15, classes 4 and 7: per-sample ops (stochastic depth, drop-path) and advanced indexing / strided
-slices (LeViT's bias table and subsampling) keep channels coupled. Each fixture (tests/coverage_models.py)
-prunes at 50% with the invariant, at a second batch size, exports to ONNX, and loses as many MACs as the
-same model with the op replaced by a plain element-wise op (or a plain slice)."""
+"""Issue 15's coverage classes, each with a fixture of tests/coverage_models.py pruned at 50% with the invariant
+and at a second batch size: (1) `forward(self, *args/**kwargs)` wrappers, (2) Res2Net's split pieces, (3) pruned
+timm ViTs exporting with both ONNX exporters, (4) per-sample ops (stochastic depth, drop-path), (5) conv subclasses
+of video ResNets, (6) nn.MultiheadAttention's heads, (7) advanced indexing and strided slices (LeViT), (8) the
+report's estimate of what prune_hidden=True would cut. Classes 4-7 lose as many MACs as the same model with the op
+replaced by a plain one."""
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -384,3 +387,26 @@ def test_multihead_attention_variants_verify(variant: dict[str, Any]) -> None:
         assert any("need_weights=True" in r for g in result.masks.graph.groups for r in g.reasons)
     else:
         assert heads == 16
+
+
+# -- class 8: the hidden size of a CNN with LayerNorm over channels -----------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["convnext", "timm_vit"])
+def test_report_estimates_what_prune_hidden_would_cut(name: str) -> None:
+    """Kept by default (pruning it changes what the norm computes), the hidden size gets one line saying how much
+    more prune_hidden=True would remove; on these models it is within 5 points of what it does remove."""
+    factory, x = {"convnext": (ConvNeXtLike, torch.randn(2, 3, 32, 32)),
+                  "timm_vit": (TimmViTLike, torch.randn(2, 3, 16, 16))}[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    kept = _compile(model, {"sparsity": 0.5}, x)
+    line = [n for n in kept.report.notes if "prune_hidden=True would also remove" in n]
+    assert len(line) == 1 and line[0] in str(kept.report), kept.report.notes
+    macs, params = (float(v) for v in re.findall(r"about (\d+)% of MACs \((\d+)% of params\)", line[0])[0])
+    pruned = _compile(model, {"sparsity": 0.5, "prune_hidden": True}, x)
+    before = kept.report
+    actual_macs = 100 * (before.macs_after - pruned.report.macs_after) / before.macs_before
+    actual_params = 100 * (before.params_after - pruned.report.params_after) / before.params_before
+    assert actual_macs > 10 and abs(macs - actual_macs) <= 5 and abs(params - actual_params) <= 5, (
+        line[0], actual_macs, actual_params)
