@@ -29,7 +29,8 @@ __all__ = ["Layer", "find_layers", "select_layers", "module_layers", "assign_rul
 
 #: What op_types=['default'] means for structured pruners: the layers whose output channels are pruned.
 DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear",
-                 "Conv1D")  # Conv1D: Hugging Face's transposed linear (GPT-2)
+                 "Conv1D",  # Hugging Face's transposed linear (GPT-2)
+                 "MultiheadAttention")  # its in-projection rows, whole heads
 #: NNI's default op types for weight-level pruners (Level, ADMM, Movement): never the norms.
 LEVEL_DEFAULT_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                        "Linear", "Bilinear", "PReLU", "Embedding", "EmbeddingBag", "Conv1D")

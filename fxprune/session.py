@@ -17,6 +17,7 @@ small model computes what the masked one does.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -40,6 +41,7 @@ from .passes.speedup import detach_shared, new_shapes, speedup_pass
 from .passes.trace import check_inputs, set_training, trace
 from .passes.verify import verify
 from .report import Baseline, Report, build_report
+from .rules.layers import HIDDEN_REASON
 from .writeback import apply_to
 
 __all__ = ["Session", "prepare", "analyze", "CompileResult", "split_batch"]
@@ -123,7 +125,38 @@ def _check_requests(dg: DependencyGraph, cfg: Config) -> None:
             "heads or F.scaled_dot_product_attention.")
 
 
-def _notes(dg: DependencyGraph, masks: Masks, cfg: Config) -> list[str]:
+def _hidden_estimate(dg: DependencyGraph, layers: list[Layer], report: Report) -> str:
+    """How much more prune_hidden=True would remove, estimated without a second trace: the groups kept for the
+    hidden-size reason alone lose the sparsity of the layers that read or write them, on top of what those layers
+    kept; params of norms and embeddings in them lose the largest sparsity asked for. An estimate: prune_hidden
+    also changes how the norms and means over it couple, and the sparsity applies per group."""
+    # a norm's input (the residual stream, role "hidden") and its output are two groups, both kept for this reason
+    candidates = {g.id for g in dg.groups if not g.prunable.any() and g.has_param.any() and g.reasons
+                  and all(r.startswith(HIDDEN_REASON) for r in g.reasons)}
+    rated = [layer for layer in layers if layer.rule is not None]
+    if not candidates or not rated or not report.macs_before:
+        return ""
+    top = max(layer.rule.target for layer in rated)
+    stats = {s.name: s for s in report.layers}
+    macs = params = 0.0
+    seen: set[str] = set()
+    for layer in rated:
+        key = layer.slot.tensor
+        if layer.name in stats and any(dg.group_of.get(Slot(key, d)) in candidates for d in range(len(dg.shapes[key]))):
+            macs += stats[layer.name].macs_after * layer.rule.target
+            params += stats[layer.name].params_after * layer.rule.target
+            seen.update(f"@{layer.name}.{n}" for n, _ in dg.gm.get_submodule(layer.name).named_parameters())
+    for gid in candidates:
+        for slot in dg.groups[gid].param_slots():
+            if slot.tensor not in seen:
+                seen.add(slot.tensor)
+                params += math.prod(dg.shapes[slot.tensor]) * top
+    return (f"hidden size kept: prune_hidden=True would also remove about {100 * macs / report.macs_before:.0f}% of "
+            f"MACs ({100 * params / max(report.params_before, 1):.0f}% of params), estimated")
+
+
+def _notes(dg: DependencyGraph, masks: Masks, cfg: Config, layers: list[Layer] | None = None,
+           report: Report | None = None) -> list[str]:
     """What the report must say about semantics and about the transformer dims it kept or pruned."""
     notes = []
     hidden = [g for g in dg.groups if "hidden" in g.roles]
@@ -132,6 +165,9 @@ def _notes(dg: DependencyGraph, masks: Masks, cfg: Config) -> list[str]:
                      "equals the masked model (verified), not the dense model with those channels zeroed")
     elif hidden and not cfg.prune_hidden:
         notes.append("hidden size kept: set prune_hidden=True to prune it")
+        estimate = _hidden_estimate(dg, layers or [], report) if report is not None else ""
+        if estimate:
+            notes.append(estimate)
     role = cfg.attention or "heads"
     heads = [g for g in dg.groups if role in g.roles and g.id in masks.keep]
     if heads:
@@ -392,7 +428,7 @@ class Session:
             report = build_report(self._baseline, pruned, self.graph, masks, new_shapes(masks), pruner=cfg.pruner,
                                   frontend=self.model.meta["frontend"])
         report.timings, report.max_abs_diff = timings, diff
-        report.notes = _notes(self.graph, masks, cfg) + masks.notes
+        report.notes = _notes(self.graph, masks, cfg, self.layers, report) + masks.notes
         detach_shared(pruned, self.model)
         flags = self.model.meta.get("train_flags", {}) if self.model.meta["frontend"] == "fx" else {}
         set_training(pruned, flags)

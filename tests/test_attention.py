@@ -69,13 +69,14 @@ def test_export_front_end_gives_the_same_pruning() -> None:
     check_result(ex, OTHER_IDS)
 
 
-def test_multihead_attention_module_prunes_ffn_and_refuses_heads() -> None:
+def test_multihead_attention_module_prunes_ffn_and_heads() -> None:
     x, other = (torch.randn(2, 8, 32),), (torch.randn(3, 5, 32),)
-    result = fxprune.compile(MHAEncoder().eval(), {"sparsity": 0.5}, x)
-    assert result.model.fc1.out_features == 32
-    check_result(result, other)
-    with pytest.raises(fxprune.UnsupportedError, match=r"call_module\[target=attn\].*\n.*Prunable: "):
-        fxprune.compile(MHAEncoder().eval(), {"sparsity": 0.5, "attention": "heads"}, x)
+    for config in ({"sparsity": 0.5}, {"sparsity": 0.5, "attention": "heads"}):
+        result = fxprune.compile(MHAEncoder().eval(), config, x)
+        assert result.model.fc1.out_features == 32
+        assert result.model.attn.in_proj_weight.shape == (48, 32)  # 2 of 4 heads, q/k/v rows of 8 each
+        assert _units_removed(result, "heads") == 2
+        check_result(result, other)
 
 
 def test_prune_hidden_with_norms_verifies() -> None:

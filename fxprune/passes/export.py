@@ -25,6 +25,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,10 +37,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from fxprune.errors import ExportError, InputError
-from fxprune.passes.trace import set_training
+from fxprune.errors import ExportError, InputError, node_context
+from fxprune.passes.trace import LIB_DIRS, set_training
 
-__all__ = ["ExportResult", "export_onnx", "onnx_param_count"]
+__all__ = ["ExportResult", "export_onnx", "onnx_param_count", "EXPORTERS"]
+
+#: Accepted values of export_onnx's `exporter`.
+EXPORTERS = ("auto", "legacy", "dynamo")
 
 _BATCH_AXIS_NAME = "batch"
 
@@ -102,6 +106,7 @@ def export_onnx(
     opset: int | None = None,
     rtol: float = 1e-3,
     atol: float = 1e-4,
+    exporter: str = "auto",
 ) -> ExportResult:
     """Export `model` to ONNX at `path` and check it against torch in onnxruntime.
 
@@ -118,15 +123,20 @@ def export_onnx(
         opset: ONNX opset to target; None uses the exporter's default.
         rtol: Relative tolerance of the parity check (as in `numpy.allclose`).
         atol: Absolute tolerance of the parity check.
+        exporter: "legacy" (TorchScript, `dynamo=False`), "dynamo" (`dynamo=True`, needs onnxscript), or "auto":
+            dynamo for graphs from fxprune's torch.export front end, legacy otherwise.
 
     Returns:
         An `ExportResult` describing the file and the parity errors.
 
     Raises:
         InputError: The example inputs are not a tuple of tensors, or the model fails on them.
-        ExportError: The path is unusable, the exporter failed, the checker rejected the file,
-            onnxruntime could not run it, or an output differs beyond tolerance.
+        ExportError: The path is unusable, the exporter failed (the message names the exporter, the node it
+            failed at, and whether the other exporter works), the checker rejected the file, onnxruntime
+            could not run it, or an output differs beyond tolerance.
     """
+    if exporter not in EXPORTERS:
+        raise InputError(f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}; pass one of them")
     inputs = _validate_inputs(model, example_inputs)
     target = Path(os.fspath(path))
     model_name = type(model).__name__
@@ -140,7 +150,7 @@ def export_onnx(
                 ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
             )
             tracer_warnings = _run_exporter(
-                model, inputs, tmp_file, input_names, output_names, reference, dynamic_batch, opset
+                model, inputs, tmp_file, input_names, output_names, reference, dynamic_batch, opset, exporter
             )
             _check_model(tmp_file, model_name)
             session = _ort_session(tmp_file, model_name)
@@ -323,6 +333,17 @@ def _input_names(model: nn.Module, count: int) -> list[str]:
     return [f"input_{i}" for i in range(count)]
 
 
+class _ExporterFailed(Exception):
+    """torch.onnx.export raised: `exporter` names which one; the cause is the exporter's exception."""
+
+    def __init__(self, exporter: str) -> None:
+        super().__init__(exporter)
+        self.exporter = exporter
+
+
+_CALLS = {"legacy": "torch.onnx.export(..., dynamo=False)", "dynamo": "torch.onnx.export(..., dynamo=True)"}
+
+
 def _run_exporter(
     model: nn.Module,
     inputs: tuple[Tensor, ...],
@@ -332,11 +353,67 @@ def _run_exporter(
     reference: list[Tensor],
     dynamic_batch: bool,
     opset: int | None,
+    exporter: str = "auto",
 ) -> list[str]:
-    """Run torch.onnx.export; return the TracerWarnings it raised."""
-    if getattr(model, "meta", {}).get("frontend") == "export":
-        _run_dynamo_exporter(model, inputs, file, input_names, output_names, dynamic_batch, opset)
-        return []
+    """Run torch.onnx.export with the chosen exporter; return the TracerWarnings it raised.
+
+    Where it fails, the other exporter is tried on a scratch file so the error can say whether it works."""
+    if exporter == "auto":
+        exporter = "dynamo" if getattr(model, "meta", {}).get("frontend") == "export" else "legacy"
+    args = (model, inputs, file, input_names, output_names, reference, dynamic_batch, opset)
+    try:
+        return _EXPORTER_RUNS[exporter](*args)
+    except _ExporterFailed as failed:
+        exc = failed.__cause__ or failed
+        other = "dynamo" if exporter == "legacy" else "legacy"
+        scratch = file.with_name(f"other-exporter-{file.name}")
+        try:
+            _EXPORTER_RUNS[other](model, inputs, scratch, *args[3:])
+            works = (f"The {other} exporter exports it: pass exporter={other!r} to export_onnx, or call "
+                     f"{_CALLS[other]}.")
+        except Exception:
+            works = ("Neither exporter works: replace or wrap the unsupported operation in forward() (or register "
+                     "a custom ONNX symbolic) and retry.")
+        finally:
+            scratch.unlink(missing_ok=True)
+        raise ExportError(
+            f"{_CALLS[exporter]} ({exporter} exporter) failed for model {type(model).__name__}"
+            f"{_failing_node(model, exc)}: {_first_line(exc)}. {works}") from exc
+
+
+def _failing_node(model: nn.Module, exc: BaseException) -> str:
+    """' at <node>' for the node of an fx GraphModule whose generated line raised (or, for another module,
+    ' at file:line' of the innermost frame outside torch and fxprune), else ''."""
+    lines: list[str] = []
+    frames: list[traceback.FrameSummary] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # the exporters wrap the op's own error
+        seen.add(id(exc))
+        tb = traceback.extract_tb(exc.__traceback__)
+        lines += [f.line or "" for f in tb if f.filename.startswith("<eval_with_key>")]
+        frames = [f for f in tb if not f.filename.startswith((*LIB_DIRS, "<"))] or frames
+        exc = exc.__cause__ or exc.__context__
+    if isinstance(model, torch.fx.GraphModule):
+        nodes = {n.name: n for n in model.graph.nodes}
+        for line in reversed(lines):
+            name = line.split(" = ", 1)[0].strip()
+            if " = " in line and name in nodes:
+                return f" at {node_context(nodes[name])}"
+        return ""
+    return f" at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
+
+
+def _run_legacy_exporter(
+    model: nn.Module,
+    inputs: tuple[Tensor, ...],
+    file: Path,
+    input_names: list[str],
+    output_names: list[str],
+    reference: list[Tensor],
+    dynamic_batch: bool,
+    opset: int | None,
+) -> list[str]:
+    """The TorchScript exporter (`dynamo=False`); returns the TracerWarnings it raised."""
     # Exporter choice: the TorchScript ("legacy", dynamo=False) exporter. Checked on torch 2.13
     # against eager modules and fx GraphModules with call_module nodes, flatten, view(x.size(0), -1),
     # cat, split, chunk, interpolate, grouped/depthwise convs and ConvTranspose, at example batch 1
@@ -374,10 +451,7 @@ def _run_exporter(
         try:
             torch.onnx.export(model, inputs, str(file), **kwargs)
         except Exception as exc:
-            raise ExportError(
-                f"torch.onnx.export failed for model {type(model).__name__}: {_first_line(exc)}. Replace or "
-                "wrap the unsupported operation in forward() (or register a custom ONNX symbolic) and retry."
-            ) from exc
+            raise _ExporterFailed("legacy") from exc
     tracer: list[str] = []
     for w in caught:
         text = str(w.message)
@@ -393,26 +467,37 @@ def _run_exporter(
 
 
 def _run_dynamo_exporter(model: nn.Module, inputs: tuple[Tensor, ...], file: Path, input_names: list[str],
-                         output_names: list[str], dynamic_batch: bool, opset: int | None) -> None:
-    """Graphs from fxprune's torch.export front end (transformers) hold SymInt size nodes, which the
-    legacy exporter cannot trace: export them again with torch.export and the dynamo exporter."""
+                         output_names: list[str], reference: list[Tensor], dynamic_batch: bool,
+                         opset: int | None) -> list[str]:
+    """The torch.export-based exporter (`dynamo=True`). Graphs from fxprune's torch.export front end (transformers)
+    hold SymInt size nodes, which the legacy exporter cannot trace: they are exported again with torch.export."""
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
     except ImportError as exc:
         raise ExportError(
-            f"exporting {type(model).__name__} (traced with torch.export) to ONNX needs onnxscript: "
-            "pip install onnxscript (or fxprune[hf])") from exc
+            f"exporting {type(model).__name__} with the dynamo exporter needs onnxscript: "
+            "pip install onnxscript (or fxprune[hf]), or pass exporter='legacy'") from exc
     dims = tuple({0: torch.export.Dim.AUTO} if dynamic_batch and x.dim() > 0 else None for x in inputs)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_stdout():
             warnings.simplefilter("ignore")
             program = torch.export.export(model, inputs, strict=False, dynamic_shapes=dims)
             onnx_program = torch.onnx.export(program, input_names=input_names, output_names=output_names,
                                              opset_version=opset, dynamo=True, verbose=False)
             onnx_program.save(str(file))
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export (dynamo) failed for model {type(model).__name__}: "
-                          f"{_first_line(exc)}") from exc
+        raise _ExporterFailed("dynamo") from exc
+    return []
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """The dynamo exporter prints its progress on stdout; a library must not."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+_EXPORTER_RUNS = {"legacy": _run_legacy_exporter, "dynamo": _run_dynamo_exporter}
 
 
 def _check_model(file: Path, model_name: str) -> None:

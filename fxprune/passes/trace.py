@@ -24,6 +24,7 @@ Post: a GraphModule that is a deep copy (the user's model is never touched), in 
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import traceback
 import warnings
@@ -153,9 +154,46 @@ def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], wha
         ) from e
 
 
+def _positional_names(model: torch.nn.Module, n: int) -> list[str] | None:
+    """One parameter name per example input when forward takes `*args` or `**kwargs` (a wrapper that adapts a
+    model returning a dict or a dataclass), else None: its named positional parameters first, then `args_0`,
+    `args_1`, ... for the inputs that land in `*args`."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    variadic = [p for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not variadic:
+        return None
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    star = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), "args")
+    return named[:n] + [f"{star}_{i}" for i in range(max(n - len(named), 0))]
+
+
+class _FixedArityTracer(torch.fx.Tracer):
+    """Traces a forward that takes `*args`/`**kwargs` as if it took one named parameter per example input: fx
+    would make one placeholder for `*args` and fail where forward unpacks it (`self.model(*args)`), since a
+    Proxy cannot be iterated. The graph's placeholders then take the example inputs positionally."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
+        params = ", ".join(self.names)
+        scope = {"_forward": root_fn}
+        exec(f"def forward(self, {params}):\n    return _forward(self, {params})\n", scope)  # noqa: S102
+        return super().create_args_for_root(scope["forward"], is_module, concrete_args)
+
+
 def _fx(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphModule:
     try:
-        return torch.fx.symbolic_trace(model)
+        names = _positional_names(model, len(inputs))
+        if names is None:
+            return torch.fx.symbolic_trace(model)
+        tracer = _FixedArityTracer(names)
+        graph = tracer.trace(model)
+        return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:
         where = _user_frame(e)
         raise TraceError(
@@ -176,8 +214,24 @@ def _dynamic_dims(x: Any) -> dict[int, Any] | None:
     return {d: torch.export.Dim.AUTO for d in range(min(x.dim(), 2 if x.dim() in (2, 3) else 1))}
 
 
+def _dynamic_shapes(model: torch.nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | dict[str, Any]:
+    """`dynamic_shapes` shaped like forward's signature, as torch.export matches them: by parameter name, the
+    inputs that land in `*args` as one tuple (a flat tuple only fits a forward with one parameter per input)."""
+    flat = tuple(_dynamic_dims(x) for x in inputs)
+    try:
+        sig = inspect.signature(model.forward)
+        bound = sig.bind(*inputs)
+    except (TypeError, ValueError):
+        return flat
+    if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()):
+        return flat
+    star = inspect.Parameter.VAR_POSITIONAL
+    return {name: tuple(_dynamic_dims(x) for x in value) if sig.parameters[name].kind == star else _dynamic_dims(value)
+            for name, value in bound.arguments.items()}
+
+
 def _export(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphModule:
-    dims = tuple(_dynamic_dims(x) for x in inputs)
+    dims = _dynamic_shapes(model, inputs)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

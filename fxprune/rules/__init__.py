@@ -31,7 +31,8 @@ Errors inside a rule: a `couple` hook that meets a use of its op it cannot descr
 the node becomes a barrier (its groups are kept whole) and the compile's one warning names it. Any other
 exception is a bug in the rule: fxprune raises `fxprune.errors.RuleError` naming the node and the rule.
 
-Rows by family: `layers` (conv, linear, matmul, norms, embedding, attention), `shape` (cat, split,
+Rows by family: `layers` (conv, linear, matmul, norms, embedding, attention), `attention` (nn.MultiheadAttention's
+heads), `shape` (cat, split,
 slicing and indexing, reshape, permute, expand, reductions, pooling, softmax), `pointwise` (activations,
 arithmetic, dropout and drop-path, casts, created tensors).
 """
@@ -39,7 +40,7 @@ arithmetic, dropout and drop-path, casts, created tensors).
 from __future__ import annotations
 
 from ..errors import NotHandled
-from . import layers, pointwise, shape
+from . import attention, layers, pointwise, shape
 from .context import BuildOptions, MaskContext, NodeView, RewriteContext, RuleContext, Slot
 from .couplings import all_but, along_dims, created, elementwise, first_input, metadata, opaque, per_channel
 from .pointwise import ELEMENTWISE, PER_SAMPLE
@@ -49,5 +50,5 @@ __all__ = [
     "Rule", "RULES", "register_rule", "lookup", "spelling", "spelling_name", "module_class", "NotHandled",
     "RuleContext", "NodeView", "MaskContext", "RewriteContext", "Slot", "BuildOptions",
     "elementwise", "metadata", "along_dims", "all_but", "per_channel", "first_input", "created", "opaque",
-    "ELEMENTWISE", "PER_SAMPLE", "layers", "shape", "pointwise",
+    "ELEMENTWISE", "PER_SAMPLE", "layers", "shape", "pointwise", "attention",
 ]

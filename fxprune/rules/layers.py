@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -18,7 +19,8 @@ from .couplings import elementwise
 from .table import Rule, register_rule
 
 __all__ = ["conv", "linear", "matmul", "addmm", "group_norm", "prelu", "layer_norm", "embedding", "sdpa",
-           "masked_layer_norm", "masked_rms_norm", "HIDDEN_REASON"]
+           "masked_layer_norm", "masked_rms_norm", "HIDDEN_REASON",
+           "sdpa_run_time_causal"]
 
 aten = torch.ops.aten
 
@@ -331,10 +333,32 @@ def sdpa(c: RuleContext) -> None:
                 c.touch(mask, d)
 
 
+def sdpa_run_time_causal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0, is_causal: Any = False,
+                         scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` whose `is_causal` is computed at run time (`seq_len > 1`, as Hugging Face
+    writes it): the causal triangle is applied as a mask built from `is_causal` with tensor ops, the same
+    attention for either value. The legacy ONNX exporter traces `is_causal` as a Tensor, which the op refuses."""
+    allowed = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+    allowed = allowed | ~torch.as_tensor(is_causal, device=query.device)
+    if attn_mask is None:
+        mask = allowed
+    elif attn_mask.dtype == torch.bool:
+        mask = attn_mask & allowed
+    else:
+        mask = attn_mask.masked_fill(~allowed, float("-inf"))
+    return F.scaled_dot_product_attention(query, key, value, mask, dropout_p, False, scale=scale,
+                                          enable_gqa=enable_gqa)
+
+
 def _rewrite_sdpa(c: RewriteContext) -> None:
     q = _sdpa_operands(c)[0]
     if c.arg(6, "scale") is None and c.new_shape(q)[-1] != c.old_shape(q)[-1]:
         c.set_arg(6, "scale", 1 / math.sqrt(c.old_shape(q)[-1]))  # the dense head_dim's scale
+    if isinstance(c.arg(5, "is_causal"), torch.fx.Node):
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        kwargs = {**dict(zip(names, c.node.args)), **c.node.kwargs}
+        c.replace(sdpa_run_time_causal, (), kwargs)
 
 
 def _sdpa_macs(c: NodeView) -> int:
@@ -390,5 +414,5 @@ _norm = Rule(layer_norm, rewrite=_rewrite_layer_norm, mask=_mask_norm)
 register_rule([nn.LayerNorm, F.layer_norm, aten.layer_norm.default], _norm)
 register_rule([nn.RMSNorm, F.rms_norm, aten.rms_norm.default], _norm)
 register_rule([nn.Embedding, F.embedding, aten.embedding.default], Rule(embedding, rewrite=_rewrite_embedding))
-register_rule([F.scaled_dot_product_attention, aten.scaled_dot_product_attention.default],
+register_rule([F.scaled_dot_product_attention, aten.scaled_dot_product_attention.default, sdpa_run_time_causal],
               Rule(sdpa, rewrite=_rewrite_sdpa, macs=_sdpa_macs))

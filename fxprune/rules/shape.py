@@ -19,8 +19,8 @@ from .context import MaskContext, NodeView, RewriteContext, RuleContext
 from .couplings import all_but, along_dims, per_channel
 from .table import Rule, register_rule
 
-__all__ = ["slice_tensor", "select", "cat", "split", "getitem", "index_tensor", "reshape", "permute", "reduce_dims",
-           "expand", "pad", "masked_mean"]
+__all__ = ["slice_tensor", "select", "cat", "split", "unbind", "getitem", "index_tensor", "reshape", "permute",
+           "reduce_dims", "expand", "pad", "masked_mean"]
 
 aten = torch.ops.aten
 
@@ -147,6 +147,19 @@ def split(c: RuleContext) -> None:
         c.same(x, item, (d for d in range(c.ndim(x)) if d != dim))
 
 
+def unbind(c: RuleContext) -> None:
+    """unbind(x, dim): item k is `x.select(dim, k)` (timm's `q, k, v = qkv.unbind(0)`): every element of dim is
+    read, so dim stays; the other dims pass through to every item."""
+    x = c.inputs()[0]
+    dim = c.arg(1, "dim", 0) % c.ndim(x)
+    c.freeze(x, dim, "unbound into one tensor per element")
+    for k in range(c.shape(x)[dim]):
+        item = f"{c.node.name}[{k}]"
+        for d in range(c.ndim(x)):
+            if d != dim:
+                c.link((x, d), (item, d - (d > dim)))
+
+
 def _rewrite_split(c: RewriteContext) -> None:
     x, dim, windows = _windows(c)
     kept = c.kept(x, dim)
@@ -245,6 +258,11 @@ def getitem(c: RuleContext) -> None:
     src, index = c.arg(0), c.arg(1)
     key = c.tensor(src)
     if key is None:  # item of a tuple (split, chunk, ...) or of a size
+        if isinstance(index, int) and index < 0 and hasattr(src, "name"):  # spx[-1]: the last item's key
+            n = 0
+            while f"{src.name}[{n}]" in c.g.shapes:
+                n += 1
+            index += n
         item = f"{src.name}[{index}]" if hasattr(src, "name") else None
         if item in c.g.shapes and c.out is not None:
             c.same(item, c.out)
@@ -512,6 +530,7 @@ register_rule([torch.cat, torch.concat, torch.concatenate, aten.cat.default], Ru
 _split = Rule(split, rewrite=_rewrite_split)
 register_rule([torch.split, "split", aten.split.Tensor, aten.split_with_sizes.default], _split)
 register_rule([torch.chunk, "chunk", aten.chunk.default], _split)
+register_rule([torch.unbind, "unbind", aten.unbind.int], Rule(unbind))
 register_rule(operator.getitem, Rule(getitem, rewrite=_rewrite_getitem))
 register_rule(aten.index.Tensor, Rule(index_tensor))
 register_rule(aten.slice.Tensor, Rule(slice_tensor, rewrite=_rewrite_slice))
