@@ -57,7 +57,7 @@ from ..report import count_macs
 from ..session import CompileResult, Session, prepare
 
 __all__ = ["SearchSpace", "SearchPruner", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner",
-           "score_of"]
+           "score_of", "budget_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class SearchSpace:
                  algorithm: str = "l1", target: str = "params", round_to: int = 1, min_sparsity: float = 0.0) -> None:
         _check_algorithm(algorithm, target)
         self.target, self.algorithm, self.round_to = _TARGETS[target], algorithm, round_to
-        self.budget = _budget(config_list)
+        self.budget = budget_of(config_list)
         self.session: Session = prepare(model, {"pruner": algorithm, "rules": list(config_list), "round_to": round_to},
                                         example_inputs)
         dg = self.session.graph
@@ -302,7 +302,12 @@ def _check_algorithm(algorithm: str, target: str) -> None:
         raise ConfigError(f"target={target!r}: use 'params', 'flops' (= 'macs')")
 
 
-def _budget(config_list: Sequence[dict[str, Any]]) -> float:
+def budget_of(config_list: Sequence[dict[str, Any]]) -> float:
+    """The one budget of a search's config_list: its `total_sparsity` (or `sparsity`), in (0, 1).
+
+    Raises:
+        ConfigError: no budget, several different ones, or one outside (0, 1).
+    """
     if not isinstance(config_list, (list, tuple)) or not config_list:
         raise ConfigError("config_list must be a non-empty list like [{'total_sparsity': 0.5, 'op_types': ['Conv2d']}]")
     values = {e.get("total_sparsity", e.get("sparsity", e.get("sparsity_per_layer"))) for e in config_list
@@ -364,7 +369,7 @@ class SearchPruner:
         self.sign = 1.0 if optimize_mode == "maximize" else -1.0
         self.seed, self.rng = seed, np.random.default_rng(seed)
         self._round_to, self._min_sparsity = round_to, min_sparsity
-        self._budget = _budget(self.config_list)  # checked now, before any evaluation
+        self._budget = budget_of(self.config_list)  # checked now, before any evaluation
         _check_algorithm(pruning_algorithm, target)
         self.space: SearchSpace | None = None
         self.history: list[_Candidate] = []

@@ -3,6 +3,7 @@
     from fxprune.pruners.v1 import SlimPruner      # instead of `from nni.compression.torch import SlimPruner`
 """
 
+from .autocompress import AutoCompressPruner
 from .data import (
     ActivationAPoZRankFilterPruner,
     ActivationMeanRankFilterPruner,
@@ -15,4 +16,4 @@ from .training import ADMMPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
            "TaylorFOWeightFilterPruner", "ADMMPruner", "AGPPruner", "LotteryTicketPruner", "SimulatedAnnealingPruner",
-           "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
+           "NetAdaptPruner", "SensitivityPruner", "AMCPruner", "AutoCompressPruner"]
