@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,14 @@ class AutoCompressPruner(_AutoCompress):
                  stop_temperature: float = 20, cool_down_rate: float = 0.9, perturbation_magnitude: float = 0.35,
                  admm_num_iterations: int = 30, admm_training_epochs: int = 5, row: float = 1e-4,
                  experiment_data_dir: str | os.PathLike[str] = "./", *, target: str = "params", seed: int = 0,
-                 progress: bool | None = None) -> None:
+                 executor: Executor | None = None, progress: bool | None = None) -> None:
         if base_algo == "level":
             raise InputError("base_algo='level': AutoCompress here searches channel sparsities and ADMM prunes "
                              "channels; use 'l1', 'l2' or 'fpgm' (for single weights use ADMMPruner alone)")
         sa = {"evaluator": evaluator, "optimize_mode": optimize_mode, "pruning_algorithm": base_algo,
               "start_temperature": start_temperature, "stop_temperature": stop_temperature,
               "cool_down_rate": cool_down_rate, "perturbation_magnitude": perturbation_magnitude, "target": target,
-              "seed": seed}
+              "seed": seed, "executor": executor}
         admm = {"trainer": trainer, "iterations": admm_num_iterations, "training_epochs": admm_training_epochs,
                 "rho": row}
         self._experiment_data_dir = experiment_data_dir
