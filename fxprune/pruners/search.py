@@ -29,7 +29,9 @@ finetuner give the same result on every call (a loader that reshuffles per pass 
 
 Every candidate is recorded in a search history, written to `log_dir` (`experiment_data_dir` in the
 v1 forms) as `search_history.json`, `search_history.csv` and `search_history.png` (score against
-resource kept, the chosen candidate marked), also when the search stops on an exception.
+resource kept, coloured by order, the chosen candidate starred, the budget dashed), also when the search
+stops on an exception. The progress line shows the candidate count, its score, the best score so far
+within the budget, and the resource it keeps against the budget (`kept=0.49 budget=0.5`).
 
 Simulated annealing (`SimulatedAnnealingPruner`) differs from NNI on purpose in one place: NNI accepts a
 worse candidate with probability exp(-dE / T) where dE is the raw score difference (accuracy in [0, 1])
@@ -545,6 +547,7 @@ class SearchPruner:
         try:
             with progress(None, self.name) as bar:
                 self._bar = bar
+                bar.set(score="-", best="-", kept="-", budget=round(1 - self._budget, 4))
                 self._search(space)
         finally:
             self._write_history()
@@ -624,8 +627,8 @@ class SearchPruner:
                 self._best[0].score or 0.0)):
             self._best = (cand, np.asarray(e.sparsities, dtype=float).copy(), e.masks, weights)
         best = self._best[0].score if self._best else None
-        self._bar.update(score=self.sign * score, best=best if best is not None else float("nan"),
-                         kept=cand.resource_ratio)
+        self._bar.update(score=self.sign * score, best=best if best is not None else "-",
+                         kept=round(cand.resource_ratio, 4))
         return score, cand, weights
 
     # -- results -----------------------------------------------------------------------------------
@@ -690,15 +693,18 @@ class SearchPruner:
         self._plot()
 
     def _plot(self) -> None:
-        from ..figures import PlotUnavailable, plot_lines
+        from ..figures import PlotUnavailable, plot_scatter
 
         points = [(c.resource_ratio, c.score) for c in self.history if c.score is not None]
         if not points:
             return
-        chosen = [(self._best[0].resource_ratio, self._best[0].score)] if self._best else []
+        best = self._best[0] if self._best else None
+        dense = None if self.dense_score is None else ("dense", self.sign * self.dense_score)
         try:
-            plot_lines({"candidates": points, "chosen": chosen}, f"{self.target} kept (fraction of dense)", "score",
-                       self.log_dir / "search_history.png", title=f"{type(self).__name__}: every candidate")
+            plot_scatter(points, f"{self.target} kept (fraction of the dense model)", "score",
+                         self.log_dir / "search_history.png", title=f"{type(self).__name__}: every candidate",
+                         chosen=None if best is None else (best.resource_ratio, best.score),
+                         limit=1 - self._budget, reference=dense)
         except PlotUnavailable as exc:
             _log.info("no search_history.png: %s", exc)
 
