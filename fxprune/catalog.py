@@ -66,7 +66,7 @@ _TABLE = [
     Algorithm("sa", "search", "channels", None, ("SimulatedAnnealingPruner",),
               "simulated annealing over per-layer sparsities", True),
     Algorithm("autocompress", "search", "channels", None, ("AutoCompressPruner",),
-              "rounds of simulated annealing + ADMM"),
+              "rounds of simulated annealing + ADMM", True),
     Algorithm("amc", "search", "channels", None, ("AMCPruner",), "DDPG agent choosing per-layer sparsities", True),
     Algorithm("netadapt", "search", "channels", None, ("NetAdaptPruner",),
               "greedy per-layer cuts under a resource budget", True),

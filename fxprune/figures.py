@@ -3,6 +3,7 @@
     fxprune.figures.plot_layers(result.report, "layers.png")     # channels before/after per layer
     fxprune.figures.plot_bench(bench_result, "bench.png")        # onnxruntime latency per model and batch
     fxprune.figures.plot_lines({"l1": [(x, y), ...]}, "MACs kept (%)", "test accuracy (%)", "acc.png")
+    fxprune.figures.plot_scatter([(x, y), ...], "params kept", "score", "search.png", chosen=(x, y), limit=0.5)
 
 Without matplotlib every function raises `PlotUnavailable`, whose message gives the pip line.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from .errors import FxPruneError
 
-__all__ = ["PlotUnavailable", "INSTALL_MATPLOTLIB", "plot_layers", "plot_bench", "plot_lines"]
+__all__ = ["PlotUnavailable", "INSTALL_MATPLOTLIB", "plot_layers", "plot_bench", "plot_lines", "plot_scatter"]
 
 INSTALL_MATPLOTLIB = "pip install matplotlib"
 _DENSE, _KEPT, _FROZEN = "#c9ced6", "#2f6db5", "#e08a1e"
@@ -178,4 +179,46 @@ def plot_lines(series: Mapping[str, Sequence[tuple[float, float]]], xlabel: str,
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), framealpha=0.9)
+    return _save(fig, path)
+
+
+def plot_scatter(points: Sequence[tuple[float, float]], xlabel: str, ylabel: str, path: str | os.PathLike[str],
+                 title: str = "", chosen: tuple[float, float] | None = None, limit: float | None = None,
+                 reference: tuple[str, float] | None = None) -> Path:
+    """Points coloured by their order (e.g. every candidate of a search), the chosen one starred.
+
+    Args:
+        points: (x, y) in the order they were produced (the colour runs from the first to the last).
+        xlabel, ylabel: axis labels (with units).
+        path: the PNG file to write.
+        title: the figure title.
+        chosen: the point to mark (drawn on top, with a star).
+        limit: x of a dashed vertical line, e.g. the budget (points right of it do not meet it).
+        reference: (label, y) of a dotted horizontal line, e.g. ("dense", 0.98).
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    if points:
+        sc = ax.scatter([p[0] for p in points], [p[1] for p in points], c=range(len(points)), cmap="viridis",
+                        s=22, alpha=0.85, edgecolors="none", label=f"candidates ({len(points)})")
+        fig.colorbar(sc, ax=ax, pad=0.02).set_label("candidate (order evaluated)", fontsize=8)
+    if chosen is not None:
+        ax.scatter([chosen[0]], [chosen[1]], marker="*", s=260, color=_FROZEN, edgecolors="#333333", linewidths=0.8,
+                   zorder=5, label=f"chosen ({chosen[0]:.3g}, {chosen[1]:.4g})")
+    if limit is not None:
+        ax.axvline(limit, color="#c0392b", linestyle="--", linewidth=1, label=f"budget ({limit:.3g})")
+    if reference is not None:
+        ax.axhline(reference[1], color="#555555", linestyle=":", linewidth=1,
+                   label=f"{reference[0]} ({reference[1]:.4g})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    # above the axes, under the title: inside, it would cover points whatever corner it takes
+    handles = ax.get_legend_handles_labels()[0]
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10, pad=8 + 14 * ((len(handles) + 1) // 2))
     return _save(fig, path)

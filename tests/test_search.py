@@ -3,16 +3,26 @@ with only their imports changed, budgets met, histories written, seeds reproduci
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
+import multiprocessing
 
 import numpy as np
 import pytest
 import torch
 
+from fxprune import datasets, training
 from fxprune.errors import FxPruneError
 from fxprune.pruners import AMCPruner, SimulatedAnnealingPruner, v1
-from tests.realdata import digits_batches, digits_cnn, digits_evaluator, digits_finetuner, digits_input
+from tests.realdata import (
+    digits_batches,
+    digits_cnn,
+    digits_data,
+    digits_evaluator,
+    digits_finetuner,
+    digits_input,
+)
 
 
 def _kept_channels(masks, model) -> dict[str, int]:
@@ -185,3 +195,82 @@ def test_interrupted_search_keeps_history(tmp_path):
     history = json.loads((tmp_path / "search_history.json").read_text())
     assert len(history["history"]) == 3  # the dense score, then three candidates before the interruption
     assert np.isfinite([r["score"] for r in history["history"]]).all()
+
+
+# -- executors: candidates evaluated in workers give the serial run's results --------------------------
+class _Evaluate:
+    """A picklable, stateless evaluator (test accuracy on the digits; unshuffled batches)."""
+
+    def __call__(self, model):
+        return training.evaluate(model, digits_batches()[1])
+
+
+class _Finetune:
+    """A picklable finetuner that does the same on every call: a fresh shuffled loader with seed 0 each time
+    (a loader whose order advances per pass would make serial and parallel runs differ)."""
+
+    def __call__(self, model):
+        data = digits_data()
+        training.train(model, datasets.batches(data.x_train, data.y_train, 64, shuffle=True, seed=0), epochs=1)
+
+
+def _runs(make, executor):
+    pruner = make(executor)
+    pruner.compress()
+    return [(c.phase, c.score, c.resource_ratio, c.sparsities, c.extra) for c in pruner.history], \
+        pruner.get_best_result()[4]
+
+
+def _executor_cases():
+    def netadapt(executor):
+        return v1.NetAdaptPruner(digits_cnn(), [{"sparsity": 0.2, "op_types": ["Conv2d"]}], _Finetune(), _Evaluate(),
+                                 sparsity_per_iteration=0.1, experiment_data_dir=None, executor=executor)
+
+    def sensitivity(executor):
+        return v1.SensitivityPruner(digits_cnn(), [{"sparsity": 0.3, "op_types": ["Conv2d"]}], _Evaluate(),
+                                    executor=executor)
+
+    def sa(executor):
+        return SimulatedAnnealingPruner(digits_cnn(), [{"total_sparsity": 0.4, "op_types": ["Conv2d"]}],
+                                        evaluator=_Evaluate(), cool_down_rate=0.3, log_dir=None, seed=2,
+                                        executor=executor)
+
+    return {"netadapt": netadapt, "sensitivity": sensitivity, "sa": sa}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_executor_gives_the_serial_results(kind):
+    cases = _executor_cases()
+    if kind == "thread":
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    else:  # spawn: a forked child would inherit torch's thread pools mid-state
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+        cases = {k: cases[k] for k in ("netadapt", "sensitivity")}
+    with pool:
+        for name, make in cases.items():
+            serial, parallel = _runs(make, None), _runs(make, pool)
+            assert parallel == serial, name
+            assert len(serial[0]) >= 3
+
+
+def test_executor_argument_checked():
+    with pytest.raises(FxPruneError, match="concurrent.futures.Executor"):
+        SimulatedAnnealingPruner(digits_cnn(), [{"total_sparsity": 0.5, "op_types": ["Conv2d"]}],
+                                 evaluator=digits_evaluator(), executor=4)
+
+
+def test_sensitivity_waves_record_the_serial_order():
+    """The analysis runs unit after unit in the history (ids in order, each unit's sparsities rising) and stops a
+    unit at its first drop beyond the threshold, as a serial analysis does."""
+    pruner = v1.SensitivityPruner(digits_cnn(), [{"sparsity": 0.2, "op_types": ["Conv2d"]}], digits_evaluator(),
+                                  acc_drop_threshold=0.02)
+    pruner.compress()
+    rows = [c for c in pruner.history if c.phase.startswith("analysis 0")]
+    units = [r.extra["unit"] for r in rows]
+    assert units == sorted(units, key=units.index)  # contiguous per unit
+    start = digits_evaluator()(digits_cnn())
+    for curve in pruner.sensitivities[0].values():
+        scores = list(curve.values())
+        assert all(start - s <= 0.02 for s in scores[:-1])  # every step but the last kept going
+        assert len(scores) == 9 or start - scores[-1] > 0.02

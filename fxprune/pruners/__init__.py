@@ -12,6 +12,7 @@ on a session (what `fxprune.compile` calls).
 | iterative: linear, agp, lottery | `iterative` (`fxprune.iterate`; a schedule of rounds, not `compile`) |
 | search: sa, netadapt, sensitivity | `search` (need an evaluator: their classes, not `compile`) |
 | search: amc | `amc` |
+| search: autocompress | `autocompress` (SA + ADMM rounds on the lottery schedule) |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from ..session import Session
 from .amc import AMCPruner
+from .autocompress import AutoCompressPruner
 from .base import Pruner
 from .data import ActivationAPoZRankPruner, ActivationMeanRankPruner, TaylorFOWeightPruner, run_data
 from .evaluator import TorchEvaluator
@@ -33,7 +35,8 @@ from .training import ADMMPruner, MovementPruner, run_training
 __all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
            "RUNNERS", "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
            "ADMMPruner", "MovementPruner", "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner",
-           "SensitivityPruner", "AMCPruner", "LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate"]
+           "SensitivityPruner", "AMCPruner", "LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate",
+           "AutoCompressPruner"]
 
 #: catalogue family -> how a session runs it
 FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data, "training": run_training}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -170,7 +171,7 @@ class AMCPruner(SearchPruner):
                  keep_intermediate_result: bool = False, finetuner: Callable[[torch.nn.Module], None] | None = None,
                  ddpg_params: dict[str, Any] | None = None, pruning_params: dict[str, Any] | None = None,
                  target: str = "flops", *, seed: int = 0, speedup: bool = False, round_to: int = 1,
-                 min_sparsity: float = 0.0) -> None:
+                 min_sparsity: float = 0.0, executor: Executor | None = None) -> None:
         if callable(dummy_input) and not isinstance(dummy_input, torch.Tensor) and not callable(evaluator):
             if isinstance(evaluator, str):  # v2.9 form: (total_episode, model, config_list, evaluator, algorithm)
                 pruning_algorithm = evaluator
@@ -187,7 +188,7 @@ class AMCPruner(SearchPruner):
                              "give more episodes or ddpg_params={'warmup': fewer}")
         super().__init__(model, config_list, evaluator, finetuner=finetuner, dummy_input=dummy_input,
                          pruning_algorithm=pruning_algorithm, target=target, log_dir=log_dir, speedup=speedup,
-                         seed=seed, round_to=round_to, min_sparsity=min_sparsity)
+                         seed=seed, round_to=round_to, min_sparsity=min_sparsity, executor=executor)
         self.total_episode, self.ddpg_params = total_episode, ddpg
         self.agent: DDPG | None = None
 

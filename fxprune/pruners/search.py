@@ -19,9 +19,19 @@ Each candidate is evaluated on the session's masked model: masks applied, the us
 any) run on a copy of the weights, the evaluator called, the weights restored. The best candidate is
 finished (speedup + verify) on the same session for `get_best_result()`.
 
+`executor=` (a `concurrent.futures.Executor`; None, the default, evaluates here one after the other)
+runs candidate evaluations in workers: each worker prepares its own session from your model and config
+(so the model, evaluator and finetuner must pickle for a process pool), loads the candidate's weights and
+masks, fine-tunes and scores. Independent candidates are submitted together: NetAdapt's per-unit
+proposals of an iteration, Sensitivity's units at each analysis step; SA's and AMC's candidates depend on
+the previous one, so they go one at a time. Results equal the serial run's when the evaluator and
+finetuner give the same result on every call (a loader that reshuffles per pass does not).
+
 Every candidate is recorded in a search history, written to `log_dir` (`experiment_data_dir` in the
 v1 forms) as `search_history.json`, `search_history.csv` and `search_history.png` (score against
-resource kept, the chosen candidate marked), also when the search stops on an exception.
+resource kept, coloured by order, the chosen candidate starred, the budget dashed), also when the search
+stops on an exception. The progress line shows the candidate count, its score, the best score so far
+within the budget, and the resource it keeps against the budget (`kept=0.49 budget=0.5`).
 
 Simulated annealing (`SimulatedAnnealingPruner`) differs from NNI on purpose in one place: NNI accepts a
 worse candidate with probability exp(-dE / T) where dE is the raw score difference (accuracy in [0, 1])
@@ -39,7 +49,11 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Callable, Sequence
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +63,7 @@ import torch
 
 from ..catalog import ALGORITHMS
 from ..errors import ConfigError, FxPruneError, InputError
-from ..graph import tensor_shapes
+from ..graph import Slot, tensor_shapes
 from ..masks import Masks
 from ..passes.speedup import new_shapes
 from ..progress import progress
@@ -57,7 +71,7 @@ from ..report import count_macs
 from ..session import CompileResult, Session, prepare
 
 __all__ = ["SearchSpace", "SearchPruner", "SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner",
-           "score_of"]
+           "score_of", "budget_of", "evaluate_job", "EvaluatorCall", "ModelArg"]
 
 _log = logging.getLogger(__name__)
 
@@ -151,9 +165,11 @@ class SearchSpace:
                  algorithm: str = "l1", target: str = "params", round_to: int = 1, min_sparsity: float = 0.0) -> None:
         _check_algorithm(algorithm, target)
         self.target, self.algorithm, self.round_to = _TARGETS[target], algorithm, round_to
-        self.budget = _budget(config_list)
-        self.session: Session = prepare(model, {"pruner": algorithm, "rules": list(config_list), "round_to": round_to},
-                                        example_inputs)
+        self.budget = budget_of(config_list)
+        #: what a worker needs to prepare the same session (the model, not the GraphModule: it pickles)
+        self.source = model
+        self.prepare_config = {"pruner": algorithm, "rules": list(config_list), "round_to": round_to}
+        self.session: Session = prepare(model, self.prepare_config, example_inputs)
         dg = self.session.graph
         self._shapes = {**{k: v for n in dg.gm.graph.nodes for k, v in tensor_shapes(n).items()},
                         **{k: v for k, v in dg.shapes.items() if k.startswith("@")}}
@@ -302,7 +318,12 @@ def _check_algorithm(algorithm: str, target: str) -> None:
         raise ConfigError(f"target={target!r}: use 'params', 'flops' (= 'macs')")
 
 
-def _budget(config_list: Sequence[dict[str, Any]]) -> float:
+def budget_of(config_list: Sequence[dict[str, Any]]) -> float:
+    """The one budget of a search's config_list: its `total_sparsity` (or `sparsity`), in (0, 1).
+
+    Raises:
+        ConfigError: no budget, several different ones, or one outside (0, 1).
+    """
     if not isinstance(config_list, (list, tuple)) or not config_list:
         raise ConfigError("config_list must be a non-empty list like [{'total_sparsity': 0.5, 'op_types': ['Conv2d']}]")
     values = {e.get("total_sparsity", e.get("sparsity", e.get("sparsity_per_layer"))) for e in config_list
@@ -329,6 +350,122 @@ def _caps(config_list: Sequence[dict[str, Any]]) -> dict[str, float]:
     return caps
 
 
+class ModelArg:
+    """Marks where the model goes in an evaluator's arguments (survives pickling: compared by type)."""
+
+
+@dataclass
+class EvaluatorCall:
+    """The user's evaluator bound to its extra arguments; picklable when the evaluator is."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, model: torch.nn.Module) -> Any:
+        if not self.args and not self.kwargs:
+            return self.fn(model)
+        return self.fn(*(model if isinstance(a, ModelArg) else a for a in self.args), **self.kwargs)
+
+
+@dataclass
+class _Eval:
+    """One candidate to evaluate: its sparsities, masks (None: by the base criterion), starting weights
+    (None: the dense ones), finetuner (None: the pruner's), and what the history records with it."""
+
+    sparsities: np.ndarray
+    phase: str
+    masks: Masks | None = None
+    state: dict[str, torch.Tensor] | None = None
+    finetune: Callable[..., Any] | None = None
+    keep_weights: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    """A candidate evaluation as plain data for an executor's worker, which prepares its own session."""
+
+    token: str
+    model: torch.nn.Module
+    config: dict[str, Any]
+    inputs: tuple[Any, ...]
+    state: dict[str, torch.Tensor]
+    keep: dict[tuple[str, int], np.ndarray]  # a slot of each group -> the group's keep vector
+    weights: dict[str, torch.Tensor]
+    evaluate: EvaluatorCall
+    finetune: Callable[..., Any] | None
+    sign: float
+    keep_weights: bool
+
+
+class _TraceGuard:
+    """torch.fx tracing patches `nn.Module.__call__` for every thread of the process: while a worker thread
+    traces, no other may run a model (and the reverse). Forwards share; a trace waits for them and excludes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._tracing = False
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._tracing)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def tracing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._tracing and not self._running)
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._tracing = False
+                self._cond.notify_all()
+
+
+_worker_sessions: dict[tuple[str, int], Session] = {}
+_guard = _TraceGuard()
+
+
+def _worker_session(job: _Job) -> Session:
+    """The job's session in this worker (process or thread), prepared once per search."""
+    key = (job.token, threading.get_ident())
+    session = _worker_sessions.get(key)
+    if session is None:
+        with _guard.tracing():
+            for k in [k for k in _worker_sessions if k[0] != job.token]:  # a new search: drop the old ones
+                del _worker_sessions[k]
+            session = _worker_sessions[key] = prepare(job.model, job.config, job.inputs)
+    return session
+
+
+def evaluate_job(job: _Job) -> tuple[float, dict[str, torch.Tensor] | None]:
+    """Evaluate one candidate in an executor's worker: masks applied on the worker's own session, the
+    finetuner (if any) run, the evaluator called. Returns (signed score, weights after fine-tuning or None)."""
+    session = _worker_session(job)
+    masks = Masks(session.graph, weights=dict(job.weights))
+    for slot, keep in job.keep.items():
+        masks.keep[session.graph.group_of[Slot(*slot)]] = keep
+    with _guard.running():
+        session.model.load_state_dict(job.state)
+        session.apply(masks, shrink_only=False)
+        if job.finetune is not None:
+            job.finetune(session.model)
+        score = job.sign * score_of(job.evaluate(session.model))
+        keep = job.keep_weights or job.finetune is not None
+        return score, copy.deepcopy(session.model.state_dict()) if keep else None
+
+
 @dataclass
 class _Candidate:
     id: int
@@ -352,7 +489,7 @@ class SearchPruner:
                  evaluator: Callable[..., Any] | None, *, finetuner: Callable[..., Any] | None = None,
                  dummy_input: Any = None, pruning_algorithm: str = "l1", target: str = "params",
                  log_dir: str | os.PathLike[str] | None = ".", speedup: bool = False, optimize_mode: str = "maximize",
-                 seed: int = 0, round_to: int = 1, min_sparsity: float = 0.0) -> None:
+                 seed: int = 0, round_to: int = 1, min_sparsity: float = 0.0, executor: Executor | None = None) -> None:
         if evaluator is None or not callable(evaluator):
             raise InputError(f"{type(self).__name__} needs evaluator=f(model) -> float (higher is better): the search "
                              "compares candidates by it")
@@ -364,7 +501,11 @@ class SearchPruner:
         self.sign = 1.0 if optimize_mode == "maximize" else -1.0
         self.seed, self.rng = seed, np.random.default_rng(seed)
         self._round_to, self._min_sparsity = round_to, min_sparsity
-        self._budget = _budget(self.config_list)  # checked now, before any evaluation
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise InputError(f"executor={type(executor).__name__}: give a concurrent.futures.Executor (e.g. "
+                             "ProcessPoolExecutor(2)) or None to evaluate the candidates one after the other here")
+        self.executor = executor
+        self._budget = budget_of(self.config_list)  # checked now, before any evaluation
         _check_algorithm(pruning_algorithm, target)
         self.space: SearchSpace | None = None
         self.history: list[_Candidate] = []
@@ -373,8 +514,12 @@ class SearchPruner:
         self._result: CompileResult | None = None
 
     # -- calling the user's functions -------------------------------------------------------------
+    def _evaluator_call(self) -> EvaluatorCall:
+        """How the evaluator is called on a model (a picklable object, for executors)."""
+        return EvaluatorCall(self.evaluator)
+
     def _call_evaluator(self, model: torch.nn.Module) -> Any:
-        return self.evaluator(model)
+        return self._evaluator_call()(model)
 
     def _call_finetuner(self, model: torch.nn.Module) -> None:
         self.finetuner(model)  # type: ignore[misc]
@@ -397,10 +542,12 @@ class SearchPruner:
     def compress(self) -> None:
         """Run the search (the best candidate is kept for `get_best_result()`); the history goes to log_dir."""
         self.history, self._best, self._result = [], None, None
+        self._token = uuid.uuid4().hex
         space = self._setup()
         try:
             with progress(None, self.name) as bar:
                 self._bar = bar
+                bar.set(score="-", best="-", kept="-", budget=round(1 - self._budget, 4))
                 self._search(space)
         finally:
             self._write_history()
@@ -413,28 +560,75 @@ class SearchPruner:
     def _evaluate(self, sparsities: np.ndarray, phase: str, masks: Masks | None = None,
                   state: dict[str, torch.Tensor] | None = None, finetune: Callable[..., Any] | None = None,
                   keep_weights: bool = False, **extra: Any) -> tuple[float, _Candidate, dict[str, torch.Tensor] | None]:
+        """Evaluate one candidate (see `_evaluate_many`) and record it."""
+        e = _Eval(sparsities, phase, masks, state, finetune, keep_weights, extra)
+        return self._record(e, next(self._outcomes([e])))
+
+    def _evaluate_many(self, evals: list[_Eval]) -> list[tuple[float, _Candidate, dict[str, torch.Tensor] | None]]:
+        """Evaluate independent candidates, through the executor when there is one (in parallel), and record
+        them in order; a failure leaves the ones before it recorded."""
+        return [self._record(e, out) for e, out in zip(evals, self._outcomes(evals))]
+
+    def _outcomes(self, evals: list[_Eval]) -> Iterator[tuple[float, dict[str, torch.Tensor] | None]]:
+        """(signed score, weights) of each candidate, in order: here, one after the other, or all submitted to
+        the executor first (what is not collected is cancelled)."""
+        space = self.space
+        assert space is not None
+        if self.executor is None:
+            for e in evals:
+                yield self._run_here(e)
+            return
+        futures = [self.executor.submit(evaluate_job, self._job(e)) for e in evals]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def _run_here(self, e: _Eval) -> tuple[float, dict[str, torch.Tensor] | None]:
         """Apply a candidate's masks on the session, fine-tune (on a copy of the weights), score, restore."""
         space = self.space
         assert space is not None
         session = space.session
-        masks = space.masks(sparsities) if masks is None else masks
-        session.model.load_state_dict(space.base_state if state is None else state)
-        session.apply(masks, shrink_only=False)
-        finetune = self.finetuner if finetune is None else finetune
+        e.masks = space.masks(e.sparsities) if e.masks is None else e.masks
+        session.model.load_state_dict(space.base_state if e.state is None else e.state)
+        session.apply(e.masks, shrink_only=False)
+        finetune = self.finetuner if e.finetune is None else e.finetune
         if finetune is not None:
             finetune(session.model)
         score = self._score(session.model)
-        weights = copy.deepcopy(session.model.state_dict()) if keep_weights or finetune is not None else None
+        weights = copy.deepcopy(session.model.state_dict()) if e.keep_weights or finetune is not None else None
         session.model.load_state_dict(space.base_state)
-        cand = _Candidate(len(self.history), phase, space.sparsity_dict(sparsities), space.count(masks) / space.dense,
-                          self.sign * score, extra=extra)
+        return score, weights
+
+    def _job(self, e: _Eval) -> _Job:
+        space = self.space
+        assert space is not None
+        e.masks = space.masks(e.sparsities) if e.masks is None else e.masks
+        dg = space.session.graph
+        keep = {tuple(dg.groups[gid].slots[0]): k for gid, k in e.masks.keep.items()}
+        return _Job(self._token, space.source, space.prepare_config, space.session.example_inputs,
+                    space.base_state if e.state is None else e.state, keep, dict(e.masks.weights),
+                    self._evaluator_call(), self.finetuner if e.finetune is None else e.finetune, self.sign,
+                    e.keep_weights)
+
+    def _record(self, e: _Eval, outcome: tuple[float, dict[str, torch.Tensor] | None]
+                ) -> tuple[float, _Candidate, dict[str, torch.Tensor] | None]:
+        """Add an evaluated candidate to the history; keep it if it is the best within the budget so far."""
+        space = self.space
+        assert space is not None and e.masks is not None
+        score, weights = outcome
+        resource = space.count(e.masks)
+        cand = _Candidate(len(self.history), e.phase, space.sparsity_dict(e.sparsities), resource / space.dense,
+                          self.sign * score, extra=e.extra)
         self.history.append(cand)
-        if space.count(masks) <= space.limit * (1 + 1e-9) and (self._best is None or score > self.sign * (
+        if resource <= space.limit * (1 + 1e-9) and (self._best is None or score > self.sign * (
                 self._best[0].score or 0.0)):
-            self._best = (cand, np.asarray(sparsities, dtype=float).copy(), masks, weights)
+            self._best = (cand, np.asarray(e.sparsities, dtype=float).copy(), e.masks, weights)
         best = self._best[0].score if self._best else None
-        self._bar.update(score=self.sign * score, best=best if best is not None else float("nan"),
-                         kept=cand.resource_ratio)
+        self._bar.update(score=self.sign * score, best=best if best is not None else "-",
+                         kept=round(cand.resource_ratio, 4))
         return score, cand, weights
 
     # -- results -----------------------------------------------------------------------------------
@@ -499,15 +693,18 @@ class SearchPruner:
         self._plot()
 
     def _plot(self) -> None:
-        from ..figures import PlotUnavailable, plot_lines
+        from ..figures import PlotUnavailable, plot_scatter
 
         points = [(c.resource_ratio, c.score) for c in self.history if c.score is not None]
         if not points:
             return
-        chosen = [(self._best[0].resource_ratio, self._best[0].score)] if self._best else []
+        best = self._best[0] if self._best else None
+        dense = None if self.dense_score is None else ("dense", self.sign * self.dense_score)
         try:
-            plot_lines({"candidates": points, "chosen": chosen}, f"{self.target} kept (fraction of dense)", "score",
-                       self.log_dir / "search_history.png", title=f"{type(self).__name__}: every candidate")
+            plot_scatter(points, f"{self.target} kept (fraction of the dense model)", "score",
+                         self.log_dir / "search_history.png", title=f"{type(self).__name__}: every candidate",
+                         chosen=None if best is None else (best.resource_ratio, best.score),
+                         limit=1 - self._budget, reference=dense)
         except PlotUnavailable as exc:
             _log.info("no search_history.png: %s", exc)
 
@@ -538,7 +735,7 @@ class SimulatedAnnealingPruner(SearchPruner):
                  log_dir: str | os.PathLike[str] | None = ".", keep_intermediate_result: bool = False,
                  finetuner: Callable[[torch.nn.Module], None] | None = None, speedup: bool = False,
                  dummy_input: Any = None, *, target: str = "params", seed: int = 0, max_rejections: int = 50,
-                 optimize_mode: str = "maximize") -> None:
+                 optimize_mode: str = "maximize", executor: Executor | None = None) -> None:
         if not 0 < cool_down_rate < 1:
             raise InputError(f"cool_down_rate={cool_down_rate}: it must be in (0, 1), e.g. 0.9 (T *= rate per "
                              "accepted candidate)")
@@ -551,7 +748,7 @@ class SimulatedAnnealingPruner(SearchPruner):
             raise InputError(f"max_rejections={max_rejections}: give at least 1")
         super().__init__(model, config_list, evaluator, finetuner=finetuner, dummy_input=dummy_input,
                          pruning_algorithm=pruning_algorithm, target=target, log_dir=log_dir, speedup=speedup,
-                         optimize_mode=optimize_mode, seed=seed)
+                         optimize_mode=optimize_mode, seed=seed, executor=executor)
         self.start_temperature, self.stop_temperature = float(start_temperature), float(stop_temperature)
         self.cool_down_rate, self.perturbation_magnitude = float(cool_down_rate), float(perturbation_magnitude)
         self.max_rejections = max_rejections
@@ -629,12 +826,13 @@ class NetAdaptPruner(SearchPruner):
                  evaluator: Callable[[torch.nn.Module], float] | None = None, optimize_mode: str = "maximize",
                  base_algo: str = "l1", sparsity_per_iteration: float = 0.05,
                  experiment_data_dir: str | os.PathLike[str] | None = "./", *, dummy_input: Any = None,
-                 target: str = "params", seed: int = 0, speedup: bool = False) -> None:
+                 target: str = "params", seed: int = 0, speedup: bool = False,
+                 executor: Executor | None = None) -> None:
         if not 0 < sparsity_per_iteration < 1:
             raise InputError(f"sparsity_per_iteration={sparsity_per_iteration}: give the step in (0, 1), e.g. 0.05")
         super().__init__(model, config_list, evaluator, finetuner=short_term_fine_tuner, dummy_input=dummy_input,
                          pruning_algorithm=base_algo, target=target, log_dir=experiment_data_dir, speedup=speedup,
-                         optimize_mode=optimize_mode, seed=seed)
+                         optimize_mode=optimize_mode, seed=seed, executor=executor)
         self.sparsity_per_iteration = float(sparsity_per_iteration)
 
     def compress(self) -> torch.nn.Module:  # type: ignore[override]
@@ -666,12 +864,12 @@ class NetAdaptPruner(SearchPruner):
             self._best = None  # only the last iteration's candidates meet the final budget
             base_masks = self._masks_from(space, current, state)
             chosen = None
-            for i, proposal in proposals:
-                masks = self._masks_from(space, proposal, state, base_masks)
-                score, cand, weights = self._evaluate(proposal, f"iteration {iteration}", masks=masks, state=state,
-                                                      keep_weights=True, unit=space.units[i].name, iteration=iteration)
+            evals = [_Eval(proposal, f"iteration {iteration}", self._masks_from(space, proposal, state, base_masks),
+                           state, keep_weights=True, extra={"unit": space.units[i].name, "iteration": iteration})
+                     for i, proposal in proposals]
+            for e, (score, cand, weights) in zip(evals, self._evaluate_many(evals)):  # independent: fanned out
                 if chosen is None or score > chosen[0]:
-                    chosen = (score, proposal, weights, cand, masks)
+                    chosen = (score, e.sparsities, weights, cand, e.masks)
             assert chosen is not None
             score, current, state, cand, masks = chosen
             cand.accepted = True
@@ -715,13 +913,14 @@ class SensitivityPruner(SearchPruner):
                  base_algo: str = "l1", sparsity_proportion_calc: Callable[..., Any] | None = None,
                  sparsity_per_iter: float = 0.1, acc_drop_threshold: float = 0.05,
                  checkpoint_dir: str | os.PathLike[str] | None = None, *, dummy_input: Any = None,
-                 target: str = "params", speedup: bool = False) -> None:
+                 target: str = "params", speedup: bool = False, executor: Executor | None = None) -> None:
         if not 0 < sparsity_per_iter < 1:
             raise InputError(f"sparsity_per_iter={sparsity_per_iter}: give the per-round step in (0, 1), e.g. 0.1")
         if acc_drop_threshold < 0:
             raise InputError(f"acc_drop_threshold={acc_drop_threshold}: give the allowed score drop, >= 0")
         super().__init__(model, config_list, evaluator, finetuner=None, dummy_input=dummy_input,
-                         pruning_algorithm=base_algo, target=target, log_dir=checkpoint_dir, speedup=speedup)
+                         pruning_algorithm=base_algo, target=target, log_dir=checkpoint_dir, speedup=speedup,
+                         executor=executor)
         self._round_finetuner = finetuner
         self.sparsity_proportion_calc = sparsity_proportion_calc
         self.sparsity_per_iter, self.acc_drop_threshold = float(sparsity_per_iter), float(acc_drop_threshold)
@@ -731,9 +930,9 @@ class SensitivityPruner(SearchPruner):
     def _swap(self, args: list[Any], model: torch.nn.Module) -> list[Any]:
         return [model if a is self.model else a for a in args]
 
-    def _call_evaluator(self, model: torch.nn.Module) -> Any:
+    def _evaluator_call(self) -> EvaluatorCall:
         args, kwargs = self._args[0], self._args[1]
-        return self.evaluator(*self._swap(args, model), **kwargs) if args or kwargs else self.evaluator(model)
+        return EvaluatorCall(self.evaluator, tuple(ModelArg() if a is self.model else a for a in args), dict(kwargs))
 
     def _finetune(self, model: torch.nn.Module) -> None:
         args, kwargs = self._args[2], self._args[3]
@@ -767,22 +966,7 @@ class SensitivityPruner(SearchPruner):
             session.model.load_state_dict(state)
             session.apply(masks, shrink_only=False)
             start = self._score(session.model)
-            curves: dict[str, dict[float, float]] = {}
-            safe = np.zeros(len(space.units))
-            for i, unit in enumerate(space.units):
-                curves[unit.name] = {}
-                for s in np.arange(1, 10) / 10:
-                    trial = current.copy()
-                    trial[i] = current[i] + (1 - current[i]) * s
-                    if trial[i] > unit.cap:
-                        break
-                    m = self._masks_from(space, trial, state, masks)
-                    score, cand, _ = self._evaluate(trial, f"analysis {round_}", masks=m, state=state,
-                                                    finetune=_no_finetune, unit=unit.name, round=round_)
-                    curves[unit.name][float(s)] = self.sign * score
-                    if start - score > self.acc_drop_threshold:
-                        break
-                    safe[i] = s
+            curves, safe = self._analyse(space, current, state, masks, start, round_)
             self.sensitivities.append(curves)
             if self.sparsity_proportion_calc is not None:
                 safe = np.asarray(self.sparsity_proportion_calc(curves, self.acc_drop_threshold, current), float)
@@ -812,6 +996,43 @@ class SensitivityPruner(SearchPruner):
             cand.accepted = True
             resource = space.count(masks)
             round_ += 1
+
+    def _analyse(self, space: SearchSpace, current: np.ndarray, state: dict[str, torch.Tensor], masks: Masks,
+                 start: float, round_: int) -> tuple[dict[str, dict[float, float]], np.ndarray]:
+        """Each unit's curve: pruned alone at 0.1, 0.2, ... of what it has left until the score drops more than
+        the threshold. The units are independent: each step evaluates every unit still going (in parallel
+        with an executor); the history records them unit after unit, as a serial analysis would."""
+        steps = np.arange(1, 10) / 10
+        outcomes: dict[tuple[int, int], tuple[_Eval, tuple[float, dict[str, torch.Tensor] | None]]] = {}
+        going = list(range(len(space.units)))
+        safe = np.zeros(len(space.units))
+        try:
+            for k, s in enumerate(steps):
+                wave = []
+                for i in going:
+                    trial = current.copy()
+                    trial[i] = current[i] + (1 - current[i]) * s
+                    if trial[i] <= space.units[i].cap:
+                        e = _Eval(trial, f"analysis {round_}", self._masks_from(space, trial, state, masks), state,
+                                  _no_finetune, extra={"unit": space.units[i].name, "round": round_})
+                        wave.append((i, e))
+                for (i, e), out in zip(wave, self._outcomes([e for _, e in wave])):
+                    outcomes[i, k] = (e, out)
+                going = []
+                for i, _ in wave:
+                    if start - outcomes[i, k][1][0] <= self.acc_drop_threshold:
+                        safe[i] = s
+                        going.append(i)
+        finally:
+            curves: dict[str, dict[float, float]] = {}
+            for i, unit in enumerate(space.units):
+                curves[unit.name] = {}
+                for k, s in enumerate(steps):
+                    if (i, k) not in outcomes:
+                        break
+                    score, _, _ = self._record(*outcomes[i, k])
+                    curves[unit.name][float(s)] = self.sign * score
+        return curves, safe
 
     @staticmethod
     def _scale(space: SearchSpace, current: np.ndarray, direction: np.ndarray, limit: float) -> np.ndarray | None:

@@ -3,6 +3,7 @@
     from fxprune.pruners.v1 import SlimPruner      # instead of `from nni.compression.torch import SlimPruner`
 """
 
+from .autocompress import AutoCompressPruner
 from .data import (
     ActivationAPoZRankFilterPruner,
     ActivationMeanRankFilterPruner,
@@ -16,5 +17,5 @@ from .training import ADMMPruner
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
            "TaylorFOWeightFilterPruner", "ADMMPruner", "AGPPruner", "LotteryTicketPruner", "SimulatedAnnealingPruner",
-           "NetAdaptPruner", "SensitivityPruner", "AMCPruner", "LevelPruner", "L1FilterPruner", "L2FilterPruner",
-           "FPGMPruner"]
+           "NetAdaptPruner", "SensitivityPruner", "AMCPruner", "AutoCompressPruner", "LevelPruner", "L1FilterPruner",
+           "L2FilterPruner", "FPGMPruner"]

@@ -18,7 +18,7 @@ import torch
 
 from ...errors import InputError
 from ..amc import AMCPruner as _AMC
-from ..search import NetAdaptPruner, SensitivityPruner
+from ..search import EvaluatorCall, ModelArg, NetAdaptPruner, SensitivityPruner
 from ..search import SimulatedAnnealingPruner as _SA
 
 __all__ = ["SimulatedAnnealingPruner", "NetAdaptPruner", "SensitivityPruner", "AMCPruner"]
@@ -96,8 +96,8 @@ class AMCPruner(_AMC):
                          ddpg_params=ddpg, target="flops", seed=0 if seed is None else seed, round_to=channel_round,
                          min_sparsity=1 - rbound)
 
-    def _call_evaluator(self, model: torch.nn.Module) -> Any:
-        return self.evaluator(self.val_loader, model)
+    def _evaluator_call(self) -> EvaluatorCall:
+        return EvaluatorCall(self.evaluator, (self.val_loader, ModelArg()))
 
     def compress(self) -> None:
         """Run the search; the best result is in `get_best_result()` and `output_dir`."""
