@@ -186,6 +186,14 @@ def _pruner(value: Any) -> str:
         raise ConfigError(f"config['pruner'] = {value!r} is not one of {', '.join(PRUNERS)}"
                           f"{_suggest(str(value).lower(), ALGORITHMS)}")
     name = value.lower()
+    family = ALGORITHMS[name].family
+    if family == "iterative":
+        raise ConfigError(f"config['pruner'] = {name!r} is a schedule, not a one-shot algorithm: the schedule goes in "
+                          f"schedule= of fxprune.iterate(model, {{'pruner': 'l1', 'sparsity': 0.5}}, x, schedule="
+                          f"{name!r}, iterations=10, finetune=...), or use {ALGORITHMS[name].nni[0]}")
+    if family == "search":
+        raise ConfigError(f"config['pruner'] = {name!r} searches per-layer sparsities with your evaluator: use "
+                          f"fxprune.pruners.{ALGORITHMS[name].nni[0]}(model, config_list, evaluator=...)")
     if name not in PRUNERS:
         algo = ALGORITHMS[name]
         raise ConfigError(f"config['pruner'] = {name!r} ({'/'.join(algo.nni)}) is in the NNI catalogue but not "
