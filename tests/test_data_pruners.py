@@ -1,5 +1,5 @@
 """Data-driven pruners (issue 9, part A): Taylor FO, Activation APoZ / Mean, Slim; their NNI call forms
-(v2.6 trainer form, v2.9 evaluator form, v1 forms) and the `fxprune.compile` configs."""
+(v2.6 trainer form, v2.9 evaluator form) and the `fxprune.compile` configs; the v1 forms: tests/test_v1_inplace.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from fxprune.pruners import (
     SlimPruner,
     TaylorFOWeightPruner,
     TorchEvaluator,
-    v1,
 )
 from fxprune.training import evaluate
 from tests.realdata import (
@@ -287,39 +286,7 @@ def test_compile_slim(digits):
     assert result.report.max_abs_diff < 1e-4
 
 
-# -- v1 forms -------------------------------------------------------------------------------------------------------
-def test_v1_slim_seed_snippet_ranks_gamma_globally():
-    model = digits_cnn()
-    config_list = [{"sparsity": 0.8, "op_types": ["BatchNorm2d"]}]
-    pruner = v1.SlimPruner(model, config_list)
-    pruner.compress()
-    masks = pruner.get_masks()
-    gammas = torch.cat([model.get_parameter(f"bn{i}.weight").detach().abs() for i in range(1, 5)])
-    keep = torch.cat([torch.as_tensor(masks.keep[g]) for g in (4, 9, 16, 21)])
-    # one threshold over all 176 scales; a layer it would empty keeps one channel (at most 4 kept below it)
-    assert int(0.8 * 176) - 4 <= int((~keep).sum()) <= int(0.8 * 176)
-    assert int((gammas[keep] < gammas[~keep].max()).sum()) <= 4
-
-
-@pytest.mark.parametrize("cls", [v1.ActivationAPoZRankFilterPruner, v1.ActivationMeanRankFilterPruner,
-                                 v1.TaylorFOWeightFilterPruner])
-def test_v1_statistics_seed_snippets(cls):
-    """The v1 seed: compress(), then the user's training; masks are set after statistics_batch_num batches."""
-    model = digits_cnn()
-    config_list = [{"sparsity": 0.5, "op_types": ["Conv2d"]}]
-    pruner = cls(model, config_list, statistics_batch_num=1)
-    masked = pruner.compress()
-    optimizer = torch.optim.SGD(masked.parameters(), lr=0.01)
-    train_b = digits_batches()[0]
-    for i, (x, y) in enumerate(train_b):
-        optimizer.zero_grad()
-        F.cross_entropy(masked(x), y).backward()
-        optimizer.step()
-        if i == 2:
-            break
-    masks = pruner.get_masks()
-    assert masks is not None and _kept(masks) == {4: 8, 9: 16, 16: 32, 21: 32}
-    assert pruner.session.finish().report.max_abs_diff < 1e-4
+# the v1 forms (masked in place by the user's own training loop): tests/test_v1_inplace.py
 
 
 # -- bad input: FxPruneError naming the argument, layer or batch; the model untouched -------------------------------
