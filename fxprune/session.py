@@ -267,7 +267,11 @@ class Session:
         if crit.needs - {"weights"} and stats is None:
             raise FxPruneError(f"criterion {criterion!r} needs {', '.join(sorted(crit.needs))}: collect them first "
                                "with session.collect(data, loss=..., batches=N) or session.probe(...)")
-        return compute_masks(self.graph, cfg, layers, lambda group, slots: crit.fn(self.graph, group, stats, slots),
+        # Activations are observed at the activation after each selected layer, not in its weight slot: in
+        # NNI's normal mode too, a layer is scored by what was probed in its group (its own activation).
+        own = "activations" not in crit.needs
+        return compute_masks(self.graph, cfg, layers,
+                             lambda group, slots: crit.fn(self.graph, group, stats, slots if own else None),
                              self.masks if shrink_only else None)
 
     # -- applying --------------------------------------------------------------------------------
@@ -309,7 +313,7 @@ class Session:
         self.masks = masks
 
     # -- data ------------------------------------------------------------------------------------
-    def _probe_points(self, needs: frozenset[str]) -> tuple[list[Slot], list[str]]:
+    def probe_points(self, needs: frozenset[str]) -> tuple[list[Slot], list[str]]:
         """Where the statistics are taken: the activation that really follows each selected layer (the
         output of the first activation function after it, through norms and dropout; the layer's own output
         when none follows), and the weights of every selected group for gradients."""
@@ -352,7 +356,7 @@ class Session:
         if unknown:
             raise InputError(f"session.probe: unknown statistics {sorted(unknown)}; use 'activations', 'gradients'")
         stats = Stats()
-        acts, grads = self._probe_points(needs)
+        acts, grads = self.probe_points(needs)
         handles = insert_probes(self.model, acts, grads, stats, batches)
         try:
             yield stats
@@ -445,7 +449,7 @@ _PASS_THROUGH = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "_na
 
 
 def _activation_slot(dg: DependencyGraph, layer: Layer, gid: int) -> Slot | None:
-    """The channel slot of the activation after a layer (see `Session._probe_points`)."""
+    """The channel slot of the activation after a layer (see `Session.probe_points`)."""
     nodes = {n.name: n for n in dg.gm.graph.nodes}
     node = nodes[layer.nodes[-1]]
     chosen = node

@@ -23,7 +23,7 @@ import torch.fx
 from ..graph import Slot
 from ..importance import Stats
 
-__all__ = ["Probe", "insert_probes", "remove_probes", "PROBE_PREFIX"]
+__all__ = ["Probe", "insert_probes", "remove_probes", "taylor_hook", "PROBE_PREFIX"]
 
 PROBE_PREFIX = "fxprune_probe_"
 
@@ -53,7 +53,8 @@ class Probe(torch.nn.Module):
         return x
 
 
-def _taylor_hook(qualname: str, stats: Stats, limit: int | None, seen: list[int]) -> Any:
+def taylor_hook(qualname: str, stats: Stats, limit: int | None, seen: list[int]) -> Any:
+    """A post-accumulate-grad hook adding (w * dL/dw)^2 of one parameter into `stats` (the first `limit` passes)."""
     def hook(param: torch.Tensor) -> None:
         if param.grad is None or (limit is not None and seen[0] >= limit):
             return
@@ -93,7 +94,7 @@ def insert_probes(gm: torch.fx.GraphModule, activations: list[Slot], gradients: 
         probe.meta.update({k: node.meta[k] for k in ("tensor_meta", "val") if k in node.meta})
         probe.meta["fxprune_probe"] = True
         node.replace_all_uses_with(probe, delete_user_cb=lambda user, p=probe: user is not p)
-    handles = [gm.get_parameter(q).register_post_accumulate_grad_hook(_taylor_hook(q, stats, limit, [0]))
+    handles = [gm.get_parameter(q).register_post_accumulate_grad_hook(taylor_hook(q, stats, limit, [0]))
                for q in gradients]
     gm.graph.lint()
     gm.recompile()

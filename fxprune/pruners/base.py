@@ -41,7 +41,7 @@ from ..nni_masks import NniMasks, mask_module, unmask_module
 from ..session import Session, prepare
 from .normal import normal_masks
 
-__all__ = ["Pruner"]
+__all__ = ["Pruner", "copy_back"]
 
 _log = logging.getLogger("fxprune")
 
@@ -106,7 +106,7 @@ class Pruner:
         else:
             session = self.start()
             masks = self._selected_masks(session)
-            _copy_back(session.model, self.model)
+            copy_back(session.model, self.model)
         mask_module(self.model, masks)
         self.masks = masks
         return self.model, masks
@@ -186,7 +186,7 @@ class Pruner:
         return f"{type(self).__name__}({algo.name}: {algo.summary})"
 
 
-def _copy_back(traced: torch.nn.Module, model: torch.nn.Module) -> None:
+def copy_back(traced: torch.nn.Module, model: torch.nn.Module) -> None:
     """Copy into `model` every parameter and buffer of `traced` (by qualname) that differs: what training changed.
     The user's tensor objects are kept (optimizers hold them); a tensor masked in place gets the new values in its
     original (the mask applies on top)."""

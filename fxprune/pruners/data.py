@@ -48,8 +48,8 @@ from ..session import Session, split_batch
 from .base import Pruner
 from .evaluator import TorchEvaluator, build_optimizer
 
-__all__ = ["run_data", "score_masks", "Feed", "parse_call", "positive", "init_pruner", "TaylorFOWeightPruner",
-           "ActivationAPoZRankPruner", "ActivationMeanRankPruner"]
+__all__ = ["run_data", "score_masks", "first_samples", "Feed", "parse_call", "positive", "init_pruner",
+           "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner"]
 
 _ACTIVATIONS = ("relu", "gelu", "relu6")
 #: sentinel for `Pruner.__init__`: the example inputs come later (from the first batch of the data or trainer)
@@ -200,7 +200,7 @@ class Feed:
             return self.evaluator.dummy_input
         if self.trainer is None and self.evaluator is None:
             for batch in self.data:  # type: ignore[union-attr]
-                return _head(split_batch(batch)[0])
+                return first_samples(split_batch(batch)[0])
             raise InputError(f"{self.owner}: data gave no batch; pass an iterable of batches")
         twin = copy.deepcopy(model)  # the user's trainer runs on a copy until its first forward call
         seen: list[tuple[Any, ...]] = []
@@ -222,7 +222,7 @@ class Feed:
         if not seen:
             raise InputError(f"{self.owner}: the trainer ran no batch through the model it was given; it must call "
                              "model(x) (or pass dummy_input= to the pruner)")
-        return _head(seen[0])
+        return first_samples(seen[0])
 
     # -- statistics --------------------------------------------------------------------------------------------
     def collect(self, session: Session, model: torch.nn.Module, needs: frozenset[str], batches: int | None) -> Stats:
@@ -269,14 +269,14 @@ class Feed:
         return steps[0]
 
 
-def _head(inputs: Any, n: int = 8) -> Any:
+def first_samples(inputs: Any, n: int = 8) -> Any:
     """The first `n` samples of a batch's inputs: enough to trace and verify with."""
     if isinstance(inputs, tuple) and len(inputs) == 1:
         inputs = inputs[0]
     if isinstance(inputs, torch.Tensor):
         return inputs[:n] if inputs.dim() > 0 else inputs
     if isinstance(inputs, (tuple, list)):
-        return tuple(_head(x, n) for x in inputs)
+        return tuple(first_samples(x, n) for x in inputs)
     return inputs
 
 

@@ -47,11 +47,11 @@ from torch import nn
 from ...errors import InputError
 from ...importance import Stats
 from ...nni_masks import mask_module
-from ...passes.probe import _taylor_hook
+from ...passes.probe import taylor_hook
 from ...passes.trace import set_training
 from ...session import Session, prepare
-from ..base import Pruner, _copy_back
-from ..data import _head, init_pruner, score_masks
+from ..base import Pruner, copy_back
+from ..data import first_samples, init_pruner, score_masks
 from ..slim import slim_layers
 
 __all__ = ["SlimPruner", "ActivationAPoZRankFilterPruner", "ActivationMeanRankFilterPruner",
@@ -240,7 +240,7 @@ class _V1Statistics(Pruner):
             if not args:
                 raise InputError(f"{type(self).__name__}: your model was called with keyword inputs only, which "
                                  "fxprune cannot trace with: pass dummy_input=(x,) to the pruner")
-            self._start(_head(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)))
+            self._start(first_samples(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)))
         self._busy = True
         try:
             self._observe_batch(args, kwargs)
@@ -267,7 +267,7 @@ class _V1Statistics(Pruner):
         session, stats = self.session, self._stats
         assert session is not None and stats is not None
         self._probes.close()
-        _copy_back(self.model, session.model)  # fxprune's copy holds your current weights (for session.finish())
+        copy_back(self.model, session.model)  # fxprune's copy holds your current weights (for session.finish())
         session.apply(score_masks(session, self.criterion_name, stats, raw_global=self.criterion_name == "taylor"))
         self._pending = self._selected_masks(session)
 
@@ -311,7 +311,7 @@ class _V1Activation(_V1Statistics):
     def _observe_batch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         session = self.session
         assert session is not None
-        _copy_back(self.model, session.model)  # the weights and BatchNorm statistics of this forward call
+        copy_back(self.model, session.model)  # the weights and BatchNorm statistics of this forward call
         set_training(session.model, {name: m.training for name, m in self.model.named_modules()})
         cpu, cuda = self._rng if self._rng is not None else (torch.get_rng_state(), {})
         with torch.no_grad(), torch.random.fork_rng(devices=list(cuda)):
@@ -349,7 +349,7 @@ class TaylorFOWeightFilterPruner(_V1Statistics):
         super().__init__(model, config_list, optimizer, "relu", statistics_batch_num, dependency_aware, dummy_input)
 
     def _observe_start(self, session: Session, stats: Stats) -> None:
-        _, names = session._probe_points(frozenset({"gradients"}))  # the parameters fxprune's probe would watch
+        _, names = session.probe_points(frozenset({"gradients"}))  # the parameters fxprune's probe would watch
         watched = [(q, p) for q in names if (p := _user_tensor(self.model, q)) is not None and p.requires_grad]
         if not watched:
             raise InputError(f"{type(self).__name__}: none of the selected layers' parameters requires grad "
@@ -362,7 +362,7 @@ class TaylorFOWeightFilterPruner(_V1Statistics):
 
         for q, p in watched:
             self._probes.callback(p.register_post_accumulate_grad_hook(
-                _taylor_hook(q, stats, self.statistics_batch_num, [0])).remove)
+                taylor_hook(q, stats, self.statistics_batch_num, [0])).remove)
         for _, p in watched:
             self._probes.callback(p.register_post_accumulate_grad_hook(done).remove)
 
