@@ -123,9 +123,13 @@ def test_level_with_speedup_keeps_zeros_through_fine_tuning() -> None:
     r = fxprune.iterate(digits_cnn(), {"pruner": "level", "sparsity": 0.8}, X, schedule="agp", iterations=2,
                         finetune=_quick_finetuner(10, lr=1e-2))
     one_shot = fxprune.compile(digits_cnn(), {"pruner": "level", "sparsity": 0.8}, X).report
-    assert r.rounds[-1].nonzero_params == one_shot.nonzero_params_after
+    # Speedup also removes channels left all-zero (issue 9, item 7) after every round, and a channel whose readers
+    # are all zero takes its (nonzero) filter with it; later rounds count those as removed and keep 20% of the
+    # original weights, so the totals differ from one-shot's by that (~2%) while each layer keeps 20% of its own.
+    assert abs(r.rounds[-1].nonzero_params - one_shot.nonzero_params_after) <= 0.02 * one_shot.nonzero_params_after
     w = r.model.get_parameter("conv2.weight")
-    assert (w == 0).float().mean().item() == pytest.approx(0.8, abs=1e-3)
+    dense = digits_cnn().get_parameter("conv2.weight")
+    assert (w != 0).sum().item() / dense.numel() == pytest.approx(0.2, abs=1e-3)
     assert not any(n for n, _ in r.model.named_parameters() if "parametrizations" in n)
 
 
@@ -411,8 +415,12 @@ def test_agp_is_at_least_as_accurate_as_one_shot_with_the_same_fine_tuning(prune
     record_property("agp_accuracy", agp_acc)
     record_property("one_shot_accuracy", one_shot_acc)
     print(f"{pruner} {sparsity}: AGP {agp_acc:.4f}, one-shot + {epochs} epochs {one_shot_acc:.4f}")
-    assert r.rounds[-1].params == one_shot.report.params_after
-    assert r.rounds[-1].nonzero_params == one_shot.report.nonzero_params_after
+    if pruner == "level":  # all-zero channels are removed after every round (see above)
+        assert abs(r.rounds[-1].nonzero_params - one_shot.report.nonzero_params_after) <= \
+            0.02 * one_shot.report.nonzero_params_after
+    else:
+        assert r.rounds[-1].params == one_shot.report.params_after
+        assert r.rounds[-1].nonzero_params == one_shot.report.nonzero_params_after
     # 450 test images: one standard error of an accuracy near 0.98 is 0.0066. Level at 80% separates clearly
     # (AGP ~0.98 vs one-shot ~0.93); at 50% of the channels the two land within noise of each other (AGP ahead
     # or behind by a few images depending on the platform), so there the test allows two standard errors.

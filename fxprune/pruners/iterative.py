@@ -309,7 +309,10 @@ def _measure(model: torch.nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int,
 # -- rounds ----------------------------------------------------------------------------------------
 
 def sizes(session: Session) -> dict[str, int]:
-    """Output channels of every selected layer (what structured sparsity counts)."""
+    """What the sparsity of every selected layer counts: its output channels (structured algorithms) or its
+    weights (unstructured ones, whose layers still lose rows when speedup removes all-zero channels)."""
+    if session.config.algorithm.unit == "weights":
+        return {layer.name: math.prod(session.graph.shapes[layer.slot.tensor]) for layer in session.layers}
     return {layer.name: session.graph.shapes[layer.slot.tensor][layer.slot.dim] for layer in session.layers}
 
 
@@ -538,7 +541,7 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
             if state.weights:  # unstructured masks: shapes did not change; zeros stay zeros
                 session.apply(Masks(session.graph, weights={k: v for k, v in state.weights.items()
                                                             if _is_param(session.model, k)}))
-        rules = round_rules(session, targets, n0, relative=speedup and structured)
+        rules = round_rules(session, targets, n0, relative=speedup)
     except FxPruneError as e:
         raise _in_round(e, rid) from e
     r = Round(rid, 0.0, rules)
@@ -554,7 +557,10 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
                 warnings.filterwarnings("ignore", message="fxprune removed nothing")
                 result = session.finish()
             state.model, state.masks = result.model, {}
-            state.weights = dict(result.masks.weights)
+            # the weight masks in the pruned model's shapes (speedup may have removed all-zero channels too):
+            # the masked zeros are baked into its weights
+            state.weights = {k: result.model.get_parameter(k).detach() != 0 for k in result.masks.weights
+                             if _is_param(result.model, k)}
             rep = result.report
             r.params, r.macs, r.nonzero_params, r.max_abs_diff = (rep.params_after, rep.macs_after,
                                                                  rep.nonzero_params_after, rep.max_abs_diff)
