@@ -13,10 +13,14 @@ from torch import nn
 import fxprune
 from fxprune.errors import ConfigError, FxPruneError, InputError
 from fxprune.importance import CRITERIA
+from fxprune.models import small_cnn
 from fxprune.pruners import (
     ActivationAPoZRankPruner,
     ActivationMeanRankPruner,
+    ADMMPruner,
+    FPGMPruner,
     L1NormPruner,
+    L2NormPruner,
     SlimPruner,
     TaylorFOWeightPruner,
     TorchEvaluator,
@@ -26,7 +30,6 @@ from tests.realdata import (
     digits_batches,
     digits_cnn,
     digits_cnn_accuracy,
-    digits_finetuner,
     digits_input,
     digits_trainer,
 )
@@ -180,38 +183,71 @@ def test_slim_seed_snippet_with_sparsity_key_in_global_mode(digits):
     assert pruner.session.finish().report.max_abs_diff < 1e-4
 
 
+def _fine_tune_one_epoch(model: nn.Module) -> None:
+    """Issue 9's "one epoch of fine-tuning": batch 16, Adam 3e-3 decaying linearly to 0 over the epoch (as
+    `examples/data_pruners.py`)."""
+    batches = digits_batches(16)[0]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / len(batches))
+    model.train()
+    for x, y in batches:
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+
+
 @pytest.mark.slow
-def test_structured_pruners_at_half_recover_after_one_epoch(digits, record_property):
-    """50% of the conv channels, one epoch of fine-tuning (Adam, lr 1e-2): record the accuracies."""
-    _, trainer, criterion = digits
+def test_structured_pruners_at_half_within_two_points(record_property):
+    """Issue 9: every structured pruner at 50% of the conv channels + one epoch of fine-tuning ends within 2 points
+    of the dense accuracy (0.982) on the digits CNN. Seed 0 of `examples/data_pruners.py` (docs/data_pruners.md).
+
+    One epoch of fine-tuning, the same for every pruner: batch 16 (85 steps), Adam 3e-3 decaying linearly to 0.
+    Statistics pruners score over 20 batches of 64 (`data=`, no weight change); slim: 1 epoch of sparsity training
+    (scale 1e-3, Adam 1e-3), 50% of every BatchNorm; admm: coarse-grained, 10 iterations x 1 epoch (Adam 1e-3,
+    rho 1e-4). Measured (seeds 0-4, docs/data_pruners.md): worst drop vs dense -1.1 points (l2, fpgm,
+    mean_activation), before fine-tuning all near chance (0.09-0.43). Seed 0 here: dense 0.982, after 0.978 (l1)
+    to 0.989 (apoz, admm). Stricter bar, vs the dense model fine-tuned the same epoch (0.991-0.993): apoz -2.4
+    and -2.0 on seeds 3 and 4, every other pruner within 2. Without the decay (constant Adam 3e-3) drops stayed
+    within 1.3 on seeds 0-7 of scratch runs except one -2.7 (mean_activation, a seed where the unpruned model
+    itself lost 2.2 in that epoch); batch 64 with Adam 1e-2 (the first recipe) lost 3-14 points.
+    """
     dense = digits_cnn_accuracy()
-    test = digits_batches()[1]
+    test_b = digits_batches()[1]
+    x = digits_input(2)
+    criterion = F.cross_entropy
+
+    def stats():  # the same seeded order for every pruner (a Batches object reshuffles on every pass)
+        return {"data": digits_batches()[0], "training_batches": 20}
+
     makers = {
-        "taylorfo": lambda m, o: TaylorFOWeightPruner(m, CONV50, trainer, o, criterion, training_batches=20),
-        "apoz": lambda m, o: ActivationAPoZRankPruner(m, CONV50, trainer, o, criterion, training_batches=20),
-        "mean_activation": lambda m, o: ActivationMeanRankPruner(m, CONV50, trainer, o, criterion,
-                                                                 training_batches=20),
-        "slim": lambda m, o: SlimPruner(m, [{"sparsity": 0.5, "op_types": ["BatchNorm2d"]}], trainer, o, criterion,
-                                        training_epochs=3, scale=1e-2, mode="normal"),
-        "l1": lambda m, o: L1NormPruner(m, CONV50, dummy_input=digits_input(2)),
+        "l1": lambda model: L1NormPruner(model, CONV50, dummy_input=x),
+        "l2": lambda model: L2NormPruner(model, CONV50, dummy_input=x),
+        "fpgm": lambda model: FPGMPruner(model, CONV50, dummy_input=x),
+        "slim": lambda model: SlimPruner(model, [{"sparsity": 0.5, "op_types": ["BatchNorm2d"]}],
+                                         data=digits_batches()[0], loss=criterion, training_epochs=1, scale=1e-3,
+                                         traced_optimizer=(torch.optim.Adam, {"lr": 1e-3}), mode="normal"),
+        "apoz": lambda model: ActivationAPoZRankPruner(model, CONV50, **stats()),
+        "mean_activation": lambda model: ActivationMeanRankPruner(model, CONV50, **stats()),
+        "taylorfo": lambda model: TaylorFOWeightPruner(model, CONV50, loss=criterion, **stats()),
+        "admm": lambda model: ADMMPruner(model, CONV50, digits_trainer(),
+                                         torch.optim.Adam(model.parameters(), lr=1e-3), criterion, iterations=10,
+                                         training_epochs=1, granularity="coarse-grained", dummy_input=x),
     }
-    before, after = {}, {}
-    for name, make in makers.items():
-        model = digits_cnn()
-        pruner = make(model, trace(torch.optim.Adam)(model.parameters(), lr=1e-2))
-        pruner.compress()
-        masked, masks = pruner.masked_graph, pruner.session.masks
-        assert _kept(masks) == {4: 8, 9: 16, 16: 32, 21: 32}, name
-        before[name] = evaluate(masked, test)
-        digits_finetuner(1, lr=1e-2)(masked)
-        after[name] = evaluate(masked, test)
-        assert pruner.session.finish().report.max_abs_diff < 1e-4, name
-        record_property(name, (round(before[name], 4), round(after[name], 4)))
     record_property("dense", dense)
-    # measured: dense 0.982; after one epoch taylorfo 0.936, apoz 0.924, mean 0.971, slim 0.947, l1 0.918: a
-    # half-width digits CNN needs more than one epoch to come within 2 points (see the report)
-    for name, acc in after.items():
-        assert acc > dense - 0.10, (name, acc, dense)
+    after = {}
+    for name, make in makers.items():
+        pruner = make(digits_cnn())  # compress() masks the model it is given (NNI's contract): a fresh one each
+        pruner.compress()
+        assert _kept(pruner.session.masks) == {4: 8, 9: 16, 16: 32, 21: 32}, name
+        result = pruner.session.finish()
+        assert result.report.max_abs_diff < 1e-4, name
+        before = evaluate(result.model, test_b)
+        _fine_tune_one_epoch(result.model)
+        after[name] = evaluate(result.model, test_b)
+        record_property(name, (round(before, 4), round(after[name], 4)))
+    assert {name: acc for name, acc in after.items() if acc < dense - 0.02} == {}, dense
 
 
 @pytest.mark.slow
@@ -228,6 +264,57 @@ def test_slim_removes_the_channels_whose_gamma_went_to_zero(digits):
     assert (gammas[~keep] < 0.05).all()  # the channels removed are those the penalty drove to ~0
     assert (gammas < 0.05).sum() >= int(0.25 * 176)
     assert pruner.session.finish().report.max_abs_diff < 1e-4
+
+
+@pytest.mark.slow
+def test_slim_loses_less_than_l1_on_the_same_sparsity_trained_model(record_property):
+    """Issue 9: Slim after its sparsity training removes channels whose gamma went to zero and, before fine-tuning,
+    loses less than L1 removing as many filters per layer from the SAME sparsity-trained model.
+
+    The paper's recipe in miniature: 7 epochs of penalised training (scale 5e-2), Adam 1e-2 divided by 10 after
+    epoch 5 (its step decay: the BatchNorm statistics settle; at a constant 1e-2 the trained model's running
+    statistics lag and it scores 0.11 until recalibrated), then 25% of the BatchNorm channels by one global
+    |gamma| threshold (about 48 of 176 are below 1e-2 by then). A removed channel still sent relu(beta) to
+    the next layer, so removal is only free where gamma AND that constant went to ~0. Measured here (seed 0):
+    sparsity-trained 0.951, Slim 0.951, L1 on the same model 0.764, L1 on the dense model 0.411; on seeds 0-2
+    with another data order: sparsity-trained 0.980/0.980/0.984, Slim 0.980/0.976/0.984, L1 on the same model
+    0.793/0.947/0.618, on the dense model 0.389/0.409/0.151. At 50% (past the gammas that reached zero) both are
+    near chance; with NNI's default scale 1e-4 or Adam 1e-3 no gamma gets below 0.1 in 10 epochs.
+    """
+    model = digits_cnn()
+    x, test_b = digits_input(2), digits_batches()[1]
+    evaluator = TorchEvaluator(digits_trainer(), lambda params: torch.optim.Adam(params, lr=1e-2), F.cross_entropy,
+                               lr_schedulers=lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [5], 0.1),
+                               dummy_input=x)
+    pruner = SlimPruner(model, [{"sparsity": 0.25, "op_types": ["BatchNorm2d"]}], evaluator, training_epochs=7,
+                        scale=5e-2)
+    pruner.compress()
+    masked, masks = pruner.masked_graph, pruner.session.masks
+    trained = small_cnn(image=8)  # the sparsity-trained weights, unmasked
+    trained.load_state_dict({k: v for k, v in masked.state_dict().items() if k in trained.state_dict()})
+    trained.eval()
+    gammas = torch.cat([trained.get_parameter(f"bn{i}.weight").detach().abs() for i in range(1, 5)])
+    sizes = {4: 16, 9: 32, 16: 64, 21: 64}
+    keep = torch.cat([torch.as_tensor(masks.keep[g]) if g in masks.keep else torch.ones(n, dtype=torch.bool)
+                      for g, n in sizes.items()])
+    assert int((~keep).sum()) == 44 and gammas[~keep].max() < 1e-2  # what was removed had gone to ~0
+    removed = [n - int(torch.as_tensor(masks.keep[g]).sum()) if g in masks.keep else 0 for g, n in sizes.items()]
+    slim = evaluate(pruner.session.finish().model, test_b)
+
+    def l1(source: nn.Module) -> float:
+        pairs = zip(removed, sizes.values())
+        rules = [{"sparsity": r / n, "op_names": [f"conv{i}"]} for i, (r, n) in enumerate(pairs, 1) if r]
+        other = L1NormPruner(source, rules, dummy_input=x)
+        other.compress()
+        assert sum(int((~torch.as_tensor(k)).sum()) for k in other.session.masks.keep.values()) == 44
+        return evaluate(other.session.finish().model, test_b)
+
+    sparse_trained, l1_same, l1_dense = evaluate(trained, test_b), l1(trained), l1(digits_cnn())
+    for name, value in (("sparse_trained", sparse_trained), ("slim", slim), ("l1_same_model", l1_same),
+                        ("l1_dense_model", l1_dense), ("removed_per_layer", removed)):
+        record_property(name, value)
+    assert slim >= sparse_trained - 0.01, (slim, sparse_trained)
+    assert slim > l1_same + 0.02 and slim > l1_dense + 0.2, (slim, l1_same, l1_dense)
 
 
 # -- other call forms ---------------------------------------------------------------------------------------------
