@@ -76,7 +76,7 @@ def _run_epochs(model: nn.Module, batches: Iterable[Batch], optimizers: list[tor
 
 
 def train(model: nn.Module, batches: Iterable[Batch], epochs: int = 1, lr: float = 1e-3, *,
-          optimizer: str = "adam", weight_decay: float = 0.0, max_steps: int | None = None,
+          optimizer: str = "adam", weight_decay: float = 0.0, cosine: bool = False, max_steps: int | None = None,
           criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
           desc: str = "training") -> float:
     """Train `model` in place with cross-entropy (or `criterion`); leaves it in eval mode.
@@ -88,6 +88,7 @@ def train(model: nn.Module, batches: Iterable[Batch], epochs: int = 1, lr: float
         lr: learning rate.
         optimizer: "adam" or "sgd" (momentum 0.9).
         weight_decay: L2 penalty of the optimizer.
+        cosine: decay the learning rate per epoch along a cosine from `lr` towards 0 (steadier final accuracy).
         max_steps: stop after this many optimizer steps.
         criterion: loss(output, target).
         desc: the progress bar's label.
@@ -104,7 +105,8 @@ def train(model: nn.Module, batches: Iterable[Batch], epochs: int = 1, lr: float
         from .errors import InputError
 
         raise InputError(f"train: optimizer={optimizer!r} is not 'adam' or 'sgd'")
-    loss = _run_epochs(model, batches, [opt], criterion, epochs, max_steps, desc)
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)] if cosine else None
+    loss = _run_epochs(model, batches, [opt], criterion, epochs, max_steps, desc, schedulers)
     _log.debug("%s: %d epoch(s), last epoch loss %.4f", desc, epochs, loss)
     return loss
 
@@ -174,7 +176,7 @@ def make_evaluator(batches: Iterable[Batch]) -> Callable[[nn.Module], float]:
 
 
 def make_finetuner(batches: Iterable[Batch], epochs: int = 1, lr: float = 1e-3,
-                   optimizer: str = "adam") -> Callable[[nn.Module], None]:
+                   optimizer: str = "adam", cosine: bool = False) -> Callable[[nn.Module], None]:
     """An NNI-style `finetuner(model)`: `epochs` passes of cross-entropy training with a fresh optimizer.
 
     Args:
@@ -182,12 +184,13 @@ def make_finetuner(batches: Iterable[Batch], epochs: int = 1, lr: float = 1e-3,
         epochs: passes per call.
         lr: learning rate.
         optimizer: "adam" or "sgd".
+        cosine: cosine learning-rate decay over the epochs.
 
     Returns:
         `finetuner(model) -> None`; the model is trained in place and left in eval mode.
     """
 
     def finetuner(model: nn.Module) -> None:
-        train(model, batches, epochs, lr, optimizer=optimizer, desc="fine-tuning")
+        train(model, batches, epochs, lr, optimizer=optimizer, cosine=cosine, desc="fine-tuning")
 
     return finetuner
