@@ -530,13 +530,14 @@ def _figures(results: dict[str, Any], fig_dir: Path) -> list[str]:
                     by_alg.setdefault(r["algorithm"], []).append((100 * r["macs"] / r["macs_before"],
                                                                   100 * r["acc_ft"]))
                     lat.setdefault(r["algorithm"], []).append((r["pruned_ms"], 100 * r["acc_ft"]))
-            dense = ("dense", 100 * m["dense_acc"])
+            dense = ("dense model's accuracy", 100 * m["dense_acc"])
             what = f"{model_name} on {images['data']}, after fine-tuning"
             figures.plot_lines(by_alg, "MACs kept (% of the dense model)", "test accuracy (%)",
                                fig_dir / f"images_{model_name}_acc_vs_macs.png", f"{what}: accuracy vs MACs", dense)
             keep(f"images_{model_name}_acc_vs_macs.png")
             dense_ms = sorted(r["dense_ms"] for r in ok)
-            lat["dense"] = [(dense_ms[len(dense_ms) // 2], 100 * m["dense_acc"])] if dense_ms else []
+            lat["dense model (median latency)"] = [(dense_ms[len(dense_ms) // 2], 100 * m["dense_acc"])] \
+                if dense_ms else []
             figures.plot_lines(lat, f"onnxruntime latency, batch {results['settings']['bench_batch']} (ms)",
                                "test accuracy (%)", fig_dir / f"images_{model_name}_acc_vs_latency.png",
                                f"{what}: accuracy vs measured latency", dense)
@@ -548,9 +549,12 @@ def _figures(results: dict[str, Any], fig_dir: Path) -> list[str]:
         cnn = images["models"].get("cnn")
         if cnn:
             half = [r for r in cnn["rows"] if r["status"] == "ok" and r["unit"] == "channels" and r["amount"] == 0.5]
-            if half:
-                best = max(half, key=lambda r: r["acc_ft"])
-                figures.plot_layers(best["report"], fig_dir / "images_cnn_layers.png",
+            best = max(half, key=lambda r: r["acc_ft"]) if half else None
+            if best is not None and isinstance(best.get("report"), dict) and "layers" not in best["report"]:
+                if (fig_dir / "images_cnn_layers.png").exists():  # --replot of an older results.json
+                    keep("images_cnn_layers.png")
+            elif best is not None:
+                figures.plot_layers(_as_report(best["report"]), fig_dir / "images_cnn_layers.png",
                                     f"small CNN, {best['algorithm']} at 50% of the channels: channels per layer")
                 keep("images_cnn_layers.png")
     minilm = results.get("minilm")
@@ -563,7 +567,7 @@ def _figures(results: dict[str, Any], fig_dir: Path) -> list[str]:
                 series.setdefault(f"{r['algorithm']} distilled", []).append((kept, 100 * r["distilled"]["acc"]))
         figures.plot_lines(series, "MACs kept (% of the dense encoder)", "accuracy of the dense model's head (%)",
                            fig_dir / "minilm_accuracy.png", "all-MiniLM-L6-v2 on Rotten Tomatoes snippets",
-                           ("dense", 100 * minilm["dense"]["acc"]))
+                           ("dense model's accuracy", 100 * minilm["dense"]["acc"]))
         keep("minilm_accuracy.png")
     crepe = results.get("crepe")
     if isinstance(crepe, dict):
@@ -578,6 +582,21 @@ def _figures(results: dict[str, Any], fig_dir: Path) -> list[str]:
                            fig_dir / "crepe_accuracy.png", "CREPE pitch tracker, L1 channel pruning")
         keep("crepe_accuracy.png")
     return made
+
+
+def _as_report(report: Any) -> Any:
+    """A `Report`, or one rebuilt from its results.json form (for --replot)."""
+    if not isinstance(report, dict):
+        return report
+    from dataclasses import fields
+
+    from fxprune.report import GroupStats, LayerStats, Report
+
+    names = {f.name for f in fields(Report)}
+    data = {k: v for k, v in report.items() if k in names}
+    data["layers"] = [LayerStats(**x) for x in report["layers"]]
+    data["groups"] = [GroupStats(**x) for x in report["groups"]]
+    return Report(**data)
 
 
 # --------------------------------------------------------------------------------------------- ACCURACY.md
@@ -679,9 +698,31 @@ def _strip(value: Any) -> Any:
         return {k: _strip(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_strip(v) for v in value]
-    if hasattr(value, "to_dict"):
-        return {k: value.to_dict()[k] for k in ("params_before", "params_after", "macs_before", "macs_after")}
+    if hasattr(value, "to_dict"):  # a Report: what the figures need, without the timings and notes
+        keep = ("pruner", "frontend", "params_before", "params_after", "macs_before", "macs_after",
+                "nonzero_params_after", "layers", "groups")
+        return {k: v for k, v in value.to_dict().items() if k in keep}
     return value
+
+
+def _write(results: dict[str, Any], out: Path, fig_dir: Path) -> list[str]:
+    """Figures, ACCURACY.md and results.json; returns the figure names."""
+    figs = _figures(results, fig_dir)
+    (out / "ACCURACY.md").write_text(_markdown(results, figs, os.path.relpath(fig_dir, out)), encoding="utf-8")
+    results["figures"] = figs
+    (fig_dir / "results.json").write_text(json.dumps(_strip(results), indent=1, default=str) + "\n", encoding="utf-8")
+    return figs
+
+
+def _replot(out: Path, fig_dir: Path) -> int:
+    path = fig_dir / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"accuracy.py: error: --replot needs {path} from an earlier run ({exc})") from None
+    _write(results, out, fig_dir)
+    _say(f"redrew {out / 'ACCURACY.md'} and the figures from {path}")
+    return 0
 
 
 CASES: dict[str, Callable[[Settings, Path], dict[str, Any]]] = {"images": run_images, "minilm": run_minilm,
@@ -698,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and order (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
+    parser.add_argument("--replot", action="store_true", help="redraw the figures and ACCURACY.md from "
+                        "DIR/docs/accuracy/results.json, without running anything")
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -705,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     out = Path(args.out)
     fig_dir = _check_out(out)
+    if args.replot:
+        return _replot(out, fig_dir)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     s = Settings.make(args.quick, args.seed, args.threads)
@@ -727,11 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     results["run"] = {"quick": s.quick, "seed": s.seed, "started": started, "command": command,
                       "machine": _machine(s.threads), "minutes": (time.perf_counter() - t0) / 60,
                       "quick_note": " --quick" if s.quick else ""}
-    figs = _figures(results, fig_dir)
-    text = _markdown(results, figs, os.path.relpath(fig_dir, out))
-    (out / "ACCURACY.md").write_text(text, encoding="utf-8")
-    results["figures"] = figs
-    (fig_dir / "results.json").write_text(json.dumps(_strip(results), indent=1, default=str) + "\n", encoding="utf-8")
+    figs = _write(results, out, fig_dir)
     _say(f"wrote {out / 'ACCURACY.md'} and {len(figs)} figures in {fig_dir} "
          f"({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0

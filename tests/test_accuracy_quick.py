@@ -92,6 +92,12 @@ def test_quick_run_produces_every_row_and_figure(tmp_path) -> None:
         assert (tmp_path / "docs" / "accuracy" / name).read_bytes()[:4] == b"\x89PNG"
         assert f"(docs/accuracy/{name})" in markdown
     assert "accuracy:" not in done.stdout and "|" in done.stdout  # tables on stdout, progress on stderr
+    # --replot redraws everything (the layers figure included) from results.json alone
+    for name in expected_figures:
+        (tmp_path / "docs" / "accuracy" / name).unlink()
+    assert acc.main(["--replot", "--out", str(tmp_path)]) == 0
+    assert all((tmp_path / "docs" / "accuracy" / name).is_file() for name in expected_figures)
+    assert (tmp_path / "ACCURACY.md").read_text() == markdown
 
 
 def test_missing_data_package_skips_the_case_with_the_install_line(tmp_path, monkeypatch, capsys) -> None:
