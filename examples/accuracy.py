@@ -77,7 +77,7 @@ class Settings:
     n_train: int = 10000
     n_test: int = 5000
     epochs: int = 4
-    ft_epochs: int = 1
+    ft_epochs: int = 2
     bench_batch: int = 16
     bench: dict[str, Any] = field(default_factory=lambda: {"warmup": 5, "min_runs": 20, "min_time_s": 0.5})
     head_n: int = 2000
