@@ -42,7 +42,7 @@ import torch
 from ..config import Config, RuleConfig
 from ..errors import ConfigError, FxPruneError, InputError
 from ..importance import CRITERIA, Stats
-from ..layers import Layer
+from ..layers import Layer, select_layers
 from ..masks import Masks, compute_masks
 from ..session import Session, split_batch
 from .base import Pruner
@@ -58,7 +58,7 @@ _LATER = object()
 
 # -- scoring ---------------------------------------------------------------------------------------------------
 def score_masks(session: Session, criterion: str, stats: Stats | None, layers: list[Layer] | None = None,
-                raw_global: bool = False) -> Masks:
+                raw_global: bool = False, config: Config | None = None) -> Masks:
     """Masks from a criterion and collected statistics under the session's rules.
 
     Args:
@@ -68,9 +68,12 @@ def score_masks(session: Session, criterion: str, stats: Stats | None, layers: l
         layers: the layers to prune (default: the session's).
         raw_global: in global mode (or for `total_sparsity` rules), rank the raw scores across layers (the
             paper's sort for Taylor and Slim) instead of scores normalised per group.
+        config: other rules for this step on the same model (a validated Config, e.g. an iterative round's);
+            default: the session's. The layers default to the ones its rules select.
     """
-    dg, cfg = session.graph, session.config
-    layers = session.layers if layers is None else layers
+    dg, cfg = session.graph, session.config if config is None else config
+    if layers is None:
+        layers = session.layers if config is None else select_layers(dg, config)
     crit = CRITERIA[criterion]
 
     def score(group: Any, slots: Any) -> torch.Tensor:
@@ -360,9 +363,12 @@ class _StatisticsPruner(Pruner):
             self.example_inputs = self.feed.example_inputs(self.model)
         return super().compress()
 
-    def run(self, session: Session) -> None:
+    def run(self, session: Session, config: Config | None = None) -> None:
+        """Collect the statistics on `session.model` and apply the masks under the session's rules (or `config`'s:
+        an iterative round's)."""
         stats = self.feed.collect(session, self.model, frozenset(self.needs), self.training_batches)
-        session.apply(score_masks(session, self.criterion_name, stats, raw_global=self.criterion_name == "taylor"))
+        session.apply(score_masks(session, self.criterion_name, stats, raw_global=self.criterion_name == "taylor",
+                                  config=config))
 
 
 class TaylorFOWeightPruner(_StatisticsPruner):

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.utils.parametrize as parametrize
 
 from ..errors import InputError
 
-__all__ = ["TorchEvaluator", "build_optimizer", "build_scheduler", "is_optimizer_spec"]
+__all__ = ["TorchEvaluator", "build_optimizer", "build_scheduler", "is_optimizer_spec", "trainable_parameter"]
 
 _log = logging.getLogger("fxprune")
 
@@ -115,7 +116,7 @@ def _rebind(params: Any, names: dict[int, str], target: torch.nn.Module, where: 
                 raise InputError(f"{where}: the optimizer holds a parameter (shape {tuple(p.shape)}) that is not "
                                  "one of the pruned model's: build it on model.parameters() of the model you prune")
             try:
-                found.append(target.get_parameter(name))
+                found.append(trainable_parameter(target, name))
             except AttributeError:
                 missing += 1
         if found:
@@ -126,6 +127,20 @@ def _rebind(params: Any, names: dict[int, str], target: torch.nn.Module, where: 
         raise InputError(f"{where}: none of the optimizer's parameters exist in the traced model; build the "
                          "optimizer on model.parameters() of the model you pass to the pruner")
     return out
+
+
+def trainable_parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
+    """The parameter `name` of `model` that an optimizer trains: under a weight-mask parametrization (an earlier
+    unstructured pruning step), its stored original.
+
+    Raises:
+        AttributeError: `model` has no such parameter.
+    """
+    owner, _, attr = name.rpartition(".")
+    module = model.get_submodule(owner)
+    if parametrize.is_parametrized(module, attr):
+        return module.parametrizations[attr].original
+    return model.get_parameter(name)
 
 
 def _init_kwargs(cls: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -12,15 +12,22 @@ and NNI's classes on top of it (v2.6-2.10 legacy signatures; `compress()` return
     pruner.compress()
     task_id, model, masks, score, config_list = pruner.get_best_result()
 
-A round runs the inner algorithm (`config["pruner"]`, NNI's `pruning_algorithm`) on a pruning session
-under the round's own rules: the schedule's sparsity (`fxprune.schedules`) for every selected layer.
-Without speedup one session serves every round and its masks only shrink (a channel removed once stays
-removed, and counts towards the next round's sparsity). With speedup, each round ends with
-`session.finish()` (channels removed physically, pruned == masked verified) and the next round starts a
-session on that smaller model, its sparsity re-expressed per layer relative to it: to remove `k_target`
-of a layer's original `n0` channels when `n0 - n` are gone already, the round removes
-`(k_target - (n0 - n)) / n` of the `n` left (NNI's `(s - s_done) / (1 - s_done)`, in whole channels), so
-the last round lands on exactly the channels one-shot pruning would keep.
+NNI 2.9's form takes a `TorchEvaluator` instead of the finetuner and evaluator callables (dispatched, as NNI
+does, on the type of the argument): its training_func fine-tunes each round, its evaluating_func scores it.
+
+    pruner = AGPPruner(model, config_list, "taylorfo", 10, log_dir, False, evaluator=TorchEvaluator(...),
+                       speedup=True, pruning_params={"evaluator": evaluator, "training_steps": 20})
+
+A round runs the inner algorithm (`config["pruner"]`, NNI's `pruning_algorithm`: level, l1, l2, fpgm, or
+slim, apoz, mean_activation, taylorfo, admm with their NNI arguments in `pruning_params`, which build the
+algorithm's pruner class once) on a pruning session under the round's own rules: the schedule's sparsity
+(`fxprune.schedules`) for every selected layer. Without speedup one session serves every round and its
+masks only shrink (a channel removed once stays removed, and counts towards the next round's sparsity).
+With speedup, each round ends with `session.finish()` (channels removed physically, pruned == masked
+verified) and the next round starts a session on that smaller model, its sparsity re-expressed per layer
+relative to it: to remove `k_target` of a layer's original `n0` channels when `n0 - n` are gone already,
+the round removes `(k_target - (n0 - n)) / n` of the `n` left (NNI's `(s - s_done) / (1 - s_done)`, in
+whole channels), so the last round lands on exactly the channels one-shot pruning would keep.
 
 Lottery Ticket (`reset_weights=True`): each round fine-tunes first, prunes the trained weights, then rewinds
 every weight and buffer to its value at the start (theta_0); the result is the winning ticket (initial
@@ -30,6 +37,7 @@ weights, final mask), which you train afterwards.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -58,30 +66,115 @@ from ..report import Baseline
 from ..schedules import SCHEDULES, Schedule
 from ..serialize import save
 from ..session import Session, analyze, prepare
+from .base import Pruner
+from .data import ActivationAPoZRankPruner, ActivationMeanRankPruner, TaylorFOWeightPruner
+from .evaluator import TorchEvaluator
+from .slim import SlimPruner
+from .training import ADMMPruner
 
-__all__ = ["iterate", "IterateResult", "Round", "ROUND_RUNNERS", "capture_inputs", "LinearPruner", "AGPPruner",
+__all__ = ["iterate", "IterateResult", "Round", "ROUND_RUNNERS", "RoundRunner", "Inner", "round_runner", "start_inner",
+           "capture_inputs", "LinearPruner", "AGPPruner",
            "LotteryTicketPruner", "NNI_ALGORITHMS", "inner_config", "rewind", "round_rules", "sizes", "snapshot"]
 
 _log = logging.getLogger("fxprune")
 
-#: how one round runs an inner algorithm of a catalogue family: `run(session, rules, pruning_params)`
-RoundRunner = Callable[[Session, list[dict[str, Any]], dict[str, Any]], None]
 
-
-def _weights_round(session: Session, rules: list[dict[str, Any]], params: dict[str, Any]) -> None:
+def _weights_round(session: Session, config: Config) -> None:
     """Level/L1/L2/FPGM: score the weights under this round's rules, apply (masks only shrink)."""
-    session.apply(session.compute_masks(config=rules))
+    session.apply(session.compute_masks(config=config))
 
 
-#: catalogue family -> its round runner. Data-driven families join here when their runners land.
-ROUND_RUNNERS: dict[str, RoundRunner] = {"weights": _weights_round}
+@dataclass(frozen=True)
+class Inner:
+    """The inner algorithm of an iterative run, its pruning_params checked once.
+
+    Attributes:
+        run: `run(session, config)`: one round's pruning on `session.model` under the round's rules (`config`).
+        structured: whether it removes channels (its rounds' sparsity is then re-expressed per layer after speedup).
+        example_inputs: `example_inputs(model)`: inputs from the algorithm's own batches (None: it has none).
+    """
+
+    run: Callable[[Session, Config], None]
+    structured: bool
+    example_inputs: Callable[[torch.nn.Module], Any] | None = None
+
+
+@dataclass(frozen=True)
+class RoundRunner:
+    """How a round runs the algorithms of one catalogue family (or one algorithm).
+
+    Attributes:
+        keys: the `pruning_params` keys the algorithm takes, as NNI spells them (config keys such as `mode` and
+            `dummy_input` come on top).
+        start: `start(model, config_list, params, cfg) -> Inner`: check `params` (the algorithm's keys only) on the
+            user's `model` (what a traced optimizer was built on) and the run's `cfg`.
+    """
+
+    keys: tuple[str, ...]
+    start: Callable[[torch.nn.Module, list[dict[str, Any]], dict[str, Any], Config], Inner]
+
+
+def _start_weights(model: torch.nn.Module, config_list: list[dict[str, Any]], params: dict[str, Any],
+                   cfg: Config) -> Inner:
+    return Inner(_weights_round, cfg.algorithm.unit == "channels")
+
+
+#: NNI's PRUNER_DICT for the algorithms that need more than weights: the class whose constructor takes pruning_params
+_CLASSES: dict[str, type[Pruner]] = {"apoz": ActivationAPoZRankPruner, "mean_activation": ActivationMeanRankPruner,
+                                     "taylorfo": TaylorFOWeightPruner, "slim": SlimPruner, "admm": ADMMPruner}
+
+
+def _start_class(model: torch.nn.Module, config_list: list[dict[str, Any]], params: dict[str, Any],
+                 cfg: Config) -> Inner:
+    """Build the algorithm's NNI class from pruning_params (NNI: `PRUNER_DICT[alg](None, None, **pruning_params)`);
+    each round runs its `run(session, config)` on the round's session and rules."""
+    params = dict(params)
+    if cfg.data is not None and not {"trainer", "evaluator", "data"} & set(params) and cfg.pruner != "admm":
+        params.update(data=cfg.data, loss=params.get("loss", cfg.loss))  # fxprune's config['data'] / ['loss']
+        if cfg.batches is not None and cfg.pruner != "slim":
+            params.setdefault("training_batches", cfg.batches)
+    params["mode"] = cfg.mode  # pruning_params' mode, already in cfg
+    cls = _CLASSES[cfg.pruner]
+    try:
+        pruner = cls(model, config_list, **params)
+    except FxPruneError as e:
+        raise type(e)(f"pruning_params for pruning_algorithm {cfg.pruner!r}: {e}") from e
+    if cfg.pruner == "admm":
+        missing = [k for k in ("iterations", "training_epochs") if k not in pruner.options]  # type: ignore[attr-defined]
+        if missing:
+            raise ConfigError(f"pruning_params for pruning_algorithm 'admm' misses {', '.join(missing)}: ADMM rounds "
+                              "and epochs per round, e.g. pruning_params={'trainer': trainer, 'traced_optimizer': "
+                              "optimizer, 'criterion': criterion, 'iterations': 2, 'training_epochs': 1}")
+        structured = pruner.options.get("granularity", "fine-grained") == "coarse-grained"  # type: ignore
+    else:
+        structured = True
+    feed = getattr(pruner, "feed", None)
+    return Inner(pruner.run, structured, None if feed is None else feed.example_inputs)  # type: ignore[attr-defined]
+
+
+def _class_keys(cls: type[Pruner], extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    names = [*cls._old, *cls._new, "optimizer", *extra]  # type: ignore[attr-defined]
+    return tuple(dict.fromkeys(n for n in names if n not in ("mode", "dummy_input")))
+
+
+#: catalogue family or algorithm name (ahead of its family) -> how a round runs it
+ROUND_RUNNERS: dict[str, RoundRunner] = {
+    "weights": RoundRunner((), _start_weights),
+    **{name: RoundRunner(_class_keys(cls, ("rho",) if name == "admm" else ("data", "loss")), _start_class)
+       for name, cls in _CLASSES.items()},
+}
 
 #: NNI's `pruning_algorithm` names (`PRUNER_DICT` of the v2 iterative pruners), each a catalogue entry.
 NNI_ALGORITHMS = ("level", "l1", "l2", "fpgm", "slim", "apoz", "mean_activation", "taylorfo", "admm")
 
-#: config keys `pruning_params` may set for the weights family (NNI's `mode`, `dummy_input` included)
+#: config keys `pruning_params` may set for every algorithm (NNI's `mode`, `dummy_input` included)
 _PARAM_KEYS = ("mode", "dummy_input", "global_ranking", "round_to", "verify", "rtol", "atol", "frontend", "attention",
                "prune_hidden")
+
+
+def round_runner(cfg: Config) -> RoundRunner | None:
+    """The round runner of a config's algorithm (its own, else its family's; None: it cannot be scheduled)."""
+    return ROUND_RUNNERS.get(cfg.pruner) or ROUND_RUNNERS.get(cfg.algorithm.family)
 
 
 @dataclass
@@ -199,29 +292,60 @@ def _targets(name: str, fn: Schedule, iterations: int, warm_up: bool, finals: li
 
 
 def inner_config(config: Any, params: dict[str, Any] | None) -> tuple[Config, Any]:
-    """The config each round runs (its `pruner` is the inner algorithm) and the dummy_input of pruning_params."""
+    """The config each round runs (its `pruner` is the inner algorithm) and the dummy_input of pruning_params.
+
+    Raises:
+        ConfigError: an algorithm that cannot be scheduled, or a pruning_params key it does not take.
+    """
     cfg = parse_config(config)
     algo = cfg.algorithm
     if algo.family in ("iterative", "search"):
         raise ConfigError(f"config['pruner'] = {cfg.pruner!r} is a {algo.family} algorithm; the pruner each round "
                           f"runs must be one-shot ({', '.join(_schedulable())}); the schedule goes in schedule=")
-    if algo.family not in ROUND_RUNNERS:
-        raise ConfigError(f"pruning_algorithm {cfg.pruner!r} ({'/'.join(algo.nni)}) cannot be scheduled: its "
-                          f"round runner is not implemented in this build; schedulable: {', '.join(_schedulable())}")
+    runner = round_runner(cfg)
+    if runner is None:
+        raise ConfigError(f"pruning_algorithm {cfg.pruner!r} ({'/'.join(algo.nni)}) cannot be scheduled (NNI's "
+                          f"iterative pruners run {', '.join(NNI_ALGORITHMS)}); schedulable in this build: "
+                          f"{', '.join(_schedulable())}")
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"pruning_params must be a dict of {cfg.pruner!r}'s arguments, got {type(params).__name__}")
     params = dict(params or {})
-    unknown = [k for k in params if k not in _PARAM_KEYS]
+    unknown = [k for k in params if k not in _PARAM_KEYS and k not in runner.keys]
     if unknown:
-        raise ConfigError(f"pruning_params has unknown key(s) {unknown} for {cfg.pruner!r}; known: "
-                          f"{', '.join(_PARAM_KEYS)}")
+        raise ConfigError(f"pruning_params has unknown key(s) {unknown} for pruning_algorithm {cfg.pruner!r}; it "
+                          f"takes: {', '.join((*runner.keys, *_PARAM_KEYS))}")
     dummy = params.pop("dummy_input", None)
-    if params:
-        base = {f.name: getattr(cfg, f.name) for f in cfg.__dataclass_fields__.values()}
-        cfg = parse_config({**base, **params})
+    settings = {k: v for k, v in params.items() if k in _PARAM_KEYS}
+    if cfg.pruner == "slim" and "mode" not in settings and not _mode_given(config):
+        settings["mode"] = "global"  # SlimPruner's default (NNI's), not the config's
+    if settings:
+        cfg = parse_config(dataclasses.replace(cfg, **settings))
     return cfg, dummy
 
 
+def _mode_given(config: Any) -> bool:
+    if isinstance(config, Config):
+        return config.mode != "dependency_aware"
+    return isinstance(config, dict) and ("mode" in config or "dependency_aware" in config)
+
+
+def start_inner(model: torch.nn.Module, cfg: Config, params: dict[str, Any] | None) -> Inner:
+    """The inner algorithm of `cfg` (from `inner_config`) with its pruning_params checked on `model`.
+
+    Raises:
+        FxPruneError: pruning_params the algorithm's NNI class rejects (no trainer, no batch count, ...).
+    """
+    runner = round_runner(cfg)
+    assert runner is not None  # inner_config checked it
+    own = {k: v for k, v in (params or {}).items() if k in runner.keys}
+    config_list = [{k: v for k, v in asdict(r).items() if v is not None and v is not False and v != []}
+                   for r in cfg.rules]
+    return runner.start(model, config_list, own, cfg)
+
+
 def _schedulable() -> list[str]:
-    return [n for n in NNI_ALGORITHMS if ALGORITHMS[n].implemented and ALGORITHMS[n].family in ROUND_RUNNERS]
+    return [n for n in NNI_ALGORITHMS if ALGORITHMS[n].implemented
+            and (n in ROUND_RUNNERS or ALGORITHMS[n].family in ROUND_RUNNERS)]
 
 
 def _callable(fn: Any, name: str) -> None:
@@ -338,7 +462,7 @@ def round_rules(session: Session, targets: list[float], n0: dict[str, int], rela
         else:
             t = targets[index[id(layer.rule)]]
             s = _relative(t, n0[layer.name], now[layer.name]) if relative else t
-            out.append({"sparsity": round(s, 12), "op_names": [layer.name]})
+            out.append({"sparsity": round(s, 12), "op_names": [layer.name]} | _rho(layer.rule))
     for i, names in pools.items():
         rule, t = cfg.rules[i], targets[i]
         total0, total = sum(n0[n] for n in names), sum(now[n] for n in names)
@@ -347,10 +471,15 @@ def round_rules(session: Session, targets: list[float], n0: dict[str, int], rela
                                  "op_names": names}
         if rule.max_sparsity_per_layer is not None:
             entry["max_sparsity_per_layer"] = rule.max_sparsity_per_layer
-        out.append(entry)
+        out.append(entry | _rho(rule))
     if excluded:
         out.append({"exclude": True, "op_names": excluded})
     return out
+
+
+def _rho(rule: Any) -> dict[str, float]:
+    """ADMM's per-entry penalty weight, kept on the round's entries."""
+    return {} if rule.rho is None else {"rho": rule.rho}
 
 
 def _user_call(fn: Callable[[torch.nn.Module], Any], model: torch.nn.Module, who: str, round_id: int,
@@ -419,10 +548,11 @@ def iterate(model: torch.nn.Module, config: Any, example_inputs: Any = None, *, 
 
     Args:
         model: the dense model; it is not modified (every round works on traced copies).
-        config: the usual config; `config["pruner"]` is the algorithm each round runs (level, l1, l2, fpgm) and
-            the rules' sparsities are the final targets.
+        config: the usual config; `config["pruner"]` is the algorithm each round runs (level, l1, l2, fpgm, slim,
+            apoz, mean_activation, taylorfo, admm) and the rules' sparsities are the final targets. The
+            data-driven ones may take their batches from `config["data"]` (and `"loss"`, `"batches"`).
         example_inputs: inputs to trace and verify with; None: the first sample of the finetuner's (else the
-            evaluator's) first batch.
+            evaluator's, else the inner algorithm's data's) first batch.
         schedule: "linear" (i/N s), "agp" (s (1 - (1 - i/N)^3)), "lottery" (1 - (1 - s)^(i/N)), or a function
             (iteration, total, final) -> sparsity that never decreases, never exceeds `final` and ends on it.
         iterations: N, the number of pruning rounds.
@@ -436,14 +566,19 @@ def iterate(model: torch.nn.Module, config: Any, example_inputs: Any = None, *, 
             be an early, barely pruned round).
         log_dir: write rounds.json (updated after every round) and round_<i>.fxp models here.
         keep_intermediate_result: keep every round's model file (default: the latest and the chosen only).
-        pruning_params: extra settings of the inner algorithm (NNI's; for level/l1/l2/fpgm: mode, round_to, ...).
+        pruning_params: the inner algorithm's NNI constructor arguments, as NNI spells them: `mode`,
+            `dummy_input` (and fxprune config keys: round_to, ...) for all; `trainer, traced_optimizer, criterion,
+            training_batches` or `evaluator, training_steps` or `data, loss` (+ `activation`) for apoz,
+            mean_activation, taylorfo; the same with `training_epochs, scale` for slim; `trainer,
+            traced_optimizer, criterion` or `evaluator`, with `iterations, training_epochs, granularity, rho`
+            for admm. The statistics are collected (and Slim/ADMM train) on every round's model.
         progress: a progress line on stderr (None: when stderr is a terminal; False: silent).
 
     Returns:
         IterateResult (`.model`, `.rounds`, `.best_result()` = NNI's 5-tuple).
 
     Raises:
-        ConfigError: bad iterations, schedule, algorithm or config (before any work).
+        ConfigError: bad iterations, schedule, algorithm, config or pruning_params key (before any work).
         FxPruneError: the finetuner or evaluator raised (names the round; rounds done stay in log_dir).
 
     Example:
@@ -463,23 +598,24 @@ def iterate(model: torch.nn.Module, config: Any, example_inputs: Any = None, *, 
     finals = [r.target for r in cfg.rules if not r.exclude]
     rule_targets = _targets(name, fn, iterations, warm_up, finals)
     first = 0 if warm_up else 1
+    inner = start_inner(model, cfg, pruning_params)
     if example_inputs is None:
         example_inputs = dummy
     if example_inputs is None:
         source = finetune if finetune is not None else evaluate
-        if source is None:
+        if source is not None:
+            example_inputs = capture_inputs(model, source, "finetuner" if finetune is not None else "evaluator")
+        elif inner.example_inputs is not None:
+            example_inputs = inner.example_inputs(model)
+        else:
             raise InputError("fxprune needs example inputs to trace the model: pass example_inputs= (NNI: "
                              "dummy_input=), or a finetuner/evaluator to take them from")
-        example_inputs = capture_inputs(model, source, "finetuner" if finetune is not None else "evaluator")
 
     session = prepare(model, cfg, example_inputs)
     inputs = session.example_inputs
     n0 = sizes(session)
     params0 = session._baseline.params
     macs0 = sum(session._baseline.macs.values())
-    structured = cfg.algorithm.unit == "channels"
-    runner = ROUND_RUNNERS[cfg.algorithm.family]
-    params = {k: v for k, v in (pruning_params or {}).items() if k != "dummy_input"}
     log = _Log(log_dir, keep_intermediate_result)
     meta = {"schedule": name, "iterations": iterations, "pruner": cfg.pruner, "speedup": speedup,
             "reset_weights": reset_weights, "best": best, "params_before": params0, "macs_before": macs0}
@@ -491,8 +627,7 @@ def iterate(model: torch.nn.Module, config: Any, example_inputs: Any = None, *, 
         for step, targets in enumerate(rule_targets):
             rid = first + step
             start = time.perf_counter()
-            r = _one_round(rid, targets, state, n0, structured, speedup, reset_weights, runner, params,
-                           finetune, inputs, log, len(rounds))
+            r = _one_round(rid, targets, state, n0, speedup, reset_weights, inner, finetune, inputs, log, len(rounds))
             if evaluate is not None:
                 r.score = float(_user_call(evaluate, state.model, "evaluator", rid, log.dir and str(log.dir),
                                            len(rounds)))
@@ -527,9 +662,8 @@ def _savable(state: _State, speedup: bool) -> Any:
     return pruned
 
 
-def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int], structured: bool, speedup: bool,
-               reset: bool, runner: RoundRunner, params: dict[str, Any],
-               finetune: Callable[[torch.nn.Module], Any] | None, inputs: tuple[Any, ...], log: _Log,
+def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int], speedup: bool, reset: bool,
+               inner: Inner, finetune: Callable[[torch.nn.Module], Any] | None, inputs: tuple[Any, ...], log: _Log,
                done: int) -> Round:
     """One round: (new session on the last round's model) -> [fine-tune first if reset] -> prune ->
     [rewind if reset] -> [finish: speedup + verify] -> [fine-tune]. Updates `state`."""
@@ -541,7 +675,8 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
             if state.weights:  # unstructured masks: shapes did not change; zeros stay zeros
                 session.apply(Masks(session.graph, weights={k: v for k, v in state.weights.items()
                                                             if _is_param(session.model, k)}))
-        rules = round_rules(session, targets, n0, relative=speedup)
+        rules = round_rules(session, targets, n0, relative=speedup)  # sizes() counts channels or weights
+        config = parse_config(dataclasses.replace(session.config, rules=rules))
     except FxPruneError as e:
         raise _in_round(e, rid) from e
     r = Round(rid, 0.0, rules)
@@ -549,7 +684,7 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
     if reset and finetune is not None:
         _user_call(finetune, session.model, "finetuner", rid, log_dir, done)
     try:
-        runner(session, rules, params)
+        inner.run(session, config)
         if initial is not None:
             rewind(initial)
         if speedup:
@@ -557,10 +692,7 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
                 warnings.filterwarnings("ignore", message="fxprune removed nothing")
                 result = session.finish()
             state.model, state.masks = result.model, {}
-            # the weight masks in the pruned model's shapes (speedup may have removed all-zero channels too):
-            # the masked zeros are baked into its weights
-            state.weights = {k: result.model.get_parameter(k).detach() != 0 for k in result.masks.weights
-                             if _is_param(result.model, k)}
+            state.weights = _kept_nonzero(result.model, result.masks.weights)
             rep = result.report
             r.params, r.macs, r.nonzero_params, r.max_abs_diff = (rep.params_after, rep.macs_after,
                                                                  rep.nonzero_params_after, rep.max_abs_diff)
@@ -573,6 +705,17 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
         with _held(state.model, state.weights) if speedup else _nothing():
             _user_call(finetune, state.model, "finetuner", rid, log_dir, done)
     return r
+
+
+def _kept_nonzero(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The unstructured masks of a finished round in the pruned model's shapes: the speedup pass also removes
+    channels whose weights all became zero, so the masks of the model before it no longer fit."""
+    out = {}
+    for qualname in weights:
+        if _is_param(model, qualname):
+            owner, _, attr = qualname.rpartition(".")
+            out[qualname] = getattr(model.get_submodule(owner), attr).detach() != 0
+    return out
 
 
 def _is_param(model: torch.nn.Module, qualname: str) -> bool:
@@ -591,7 +734,21 @@ def _nothing() -> Iterator[None]:
 # -- NNI's classes ---------------------------------------------------------------------------------
 
 class _IterativePruner:
-    """NNI v2's scheduled pruners (2.6-2.8 legacy signature; `speed_up=` of 2.5/2.6 accepted).
+    """NNI v2's scheduled pruners, both call forms, dispatched as NNI does on the type of the first argument after
+    keep_intermediate_result (or of `evaluator=`):
+
+    - NNI 2.9+: `(model, config_list, pruning_algorithm, total_iteration, log_dir, keep_intermediate_result,
+      evaluator=TorchEvaluator(...), speedup=False, [reset_weight,] pruning_params={})`: the evaluator's
+      `training_func` fine-tunes each round (max_steps = max_epochs = None: "finetune"), its `evaluating_func`
+      (if any) scores it, its `dummy_input` traces the model;
+    - NNI 2.6-2.8: `(..., finetuner=None, speedup=False, dummy_input=None, evaluator=None, [reset_weight,]
+      pruning_params={})` with `finetuner(model)` and `evaluator(model) -> float` (`speed_up=` of 2.5/2.6 accepted).
+
+    `pruning_params` are the inner algorithm's NNI constructor arguments (NNI builds
+    `PRUNER_DICT[pruning_algorithm](None, None, **pruning_params)`): nothing for level/l1/l2/fpgm but `mode` and
+    `dummy_input`; `trainer, traced_optimizer, criterion, training_batches` (or `evaluator, training_steps`, or
+    fxprune's `data`, `loss`) for apoz, mean_activation, taylorfo; `..., training_epochs, scale` for slim;
+    `..., iterations, training_epochs, granularity` (and `rho`) for admm.
 
     `compress()` runs every round and returns None (as NNI); the result is in `get_best_result()`, never in
     the model you passed (NNI issue #4518). NNI >= 2.9 keeps the latest round (`best_result_mode="latest"`,
@@ -600,44 +757,76 @@ class _IterativePruner:
 
     schedule = "agp"
     reset_weight_default = False
+    _old: tuple[str, ...] = ("finetuner", "speedup", "dummy_input", "evaluator", "pruning_params")
+    _new: tuple[str, ...] = ("evaluator", "speedup", "pruning_params")
+    _keywords = ("speed_up", "reset_weight", "best_result_mode", "warm_up", "progress", "dummy_input")
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict[str, Any]], pruning_algorithm: str = "l1",
                  total_iteration: int = 10, log_dir: str = ".", keep_intermediate_result: bool = False,
-                 finetuner: Callable[[torch.nn.Module], Any] | None = None, speedup: bool = False,
-                 dummy_input: Any = None, evaluator: Callable[[torch.nn.Module], float] | None = None,
-                 *args: Any, pruning_params: dict[str, Any] | None = None, speed_up: bool | None = None,
-                 reset_weight: bool | None = None, best_result_mode: str = "latest", warm_up: bool | None = None,
-                 progress: bool | None = None) -> None:
-        if args:  # Lottery's positional reset_weight, then pruning_params
-            if reset_weight is None and isinstance(args[0], bool):
-                reset_weight, args = args[0], args[1:]
-            if args and pruning_params is None and isinstance(args[0], dict):
-                pruning_params, args = args[0], args[1:]
-            if args:
-                raise InputError(f"{type(self).__name__}: unexpected positional arguments {args!r}")
+                 *args: Any, **kwargs: Any) -> None:
+        call, self.torch_evaluator = self._bind(args, kwargs)
         if not isinstance(pruning_algorithm, str) or pruning_algorithm not in NNI_ALGORITHMS:
             raise ConfigError(f"pruning_algorithm={pruning_algorithm!r} is not one of {', '.join(NNI_ALGORITHMS)}")
         self.total_iteration = _check_iterations(total_iteration, "total_iteration")
+        best_result_mode = call.get("best_result_mode", "latest")
         if best_result_mode not in ("latest", "maximize"):
             raise ConfigError(f"best_result_mode={best_result_mode!r}: use 'latest' (NNI >= 2.9) or 'maximize' "
                               "(the highest evaluator score, NNI 2.6-2.8)")
         self.model, self.config_list = model, config_list
         self.pruning_algorithm = pruning_algorithm
-        self.config, _ = inner_config({"pruner": pruning_algorithm, "rules": config_list}, pruning_params)
-        self.pruning_params = pruning_params
-        self.finetuner, self.evaluator, self.dummy_input = finetuner, evaluator, dummy_input
-        _callable(finetuner, "finetuner")
-        _callable(evaluator, "evaluator")
-        self.speedup = speedup if speed_up is None else speed_up
+        self.pruning_params = call.get("pruning_params")
+        self.config, dummy = inner_config({"pruner": pruning_algorithm, "rules": config_list}, self.pruning_params)
+        start_inner(model, self.config, self.pruning_params)  # pruning_params checked now, not after round 0
+        ev = self.torch_evaluator
+        if ev is not None:
+            self.finetuner: Callable[[torch.nn.Module], Any] | None = _EvaluatorFinetune(ev, model)
+            self.evaluator: Callable[[torch.nn.Module], Any] | None = \
+                ev.evaluate if ev.evaluating_func is not None else None
+            self.dummy_input = call.get("dummy_input", ev.dummy_input)
+        else:
+            self.finetuner, self.evaluator = call.get("finetuner"), call.get("evaluator")
+            self.dummy_input = call.get("dummy_input")
+            _callable(self.finetuner, "finetuner")
+            _callable(self.evaluator, "evaluator")
+        if self.dummy_input is None:
+            self.dummy_input = dummy
+        speedup = call.get("speedup", False)
+        self.speedup = speedup if call.get("speed_up") is None else call["speed_up"]
+        reset_weight = call.get("reset_weight")
         self.reset_weight = self.reset_weight_default if reset_weight is None else reset_weight
         self.best = "latest" if best_result_mode == "latest" else "score"
         self.log_dir = os.path.join(log_dir, datetime.now().strftime("%Y-%m-%d-%H-%M-%S-%f"))
         self.keep_intermediate_result = keep_intermediate_result
-        self.warm_up, self.progress = warm_up, progress
+        self.warm_up, self.progress = call.get("warm_up"), call.get("progress")
         _targets(self.schedule, SCHEDULES[self.schedule], self.total_iteration,
-                 (self.schedule != "lottery") if warm_up is None else warm_up,
+                 (self.schedule != "lottery") if self.warm_up is None else self.warm_up,
                  [r.target for r in self.config.rules if not r.exclude])
         self.result: IterateResult | None = None
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], TorchEvaluator | None]:
+        """NNI's "fake overload": the 2.9+ form when the first extra argument (or `evaluator=`) is an Evaluator."""
+        owner = type(self).__name__
+        first = args[0] if args else kwargs.get("evaluator")
+        new = isinstance(first, TorchEvaluator)
+        names = self._new if new else self._old
+        if len(args) > len(names):
+            raise InputError(f"{owner} takes at most {len(names)} arguments after keep_intermediate_result in the "
+                             f"{'NNI 2.9+' if new else 'NNI 2.6-2.8'} form ({', '.join(names)}); got {len(args)}")
+        call = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key in call:
+                raise InputError(f"{owner}: {key} is given twice (by position and by name)")
+            if key not in names and key not in self._keywords:
+                hint = (" (the NNI 2.9+ form fine-tunes with the TorchEvaluator's training_func; pass either "
+                        "evaluator=TorchEvaluator(...) or finetuner=, not both)" if new and key == "finetuner" else "")
+                raise InputError(f"{owner}: unexpected argument {key!r}{hint}; it takes: "
+                                 f"{', '.join((*names, *self._keywords))}")
+            call[key] = value
+        if not new and isinstance(call.get("evaluator"), TorchEvaluator):
+            raise InputError(f"{owner}: evaluator=TorchEvaluator(...) is NNI 2.9's form, which has no finetuner: "
+                             "pass it as the first argument after keep_intermediate_result (or evaluator= alone), "
+                             "or give an evaluator(model) -> float with finetuner=")
+        return call, first if new else None
 
     def compress(self) -> None:
         """Run every round (NNI: returns None; see `get_best_result`)."""
@@ -678,3 +867,16 @@ class LotteryTicketPruner(_IterativePruner):
 
     schedule = "lottery"
     reset_weight_default = True
+    _old = ("finetuner", "speedup", "dummy_input", "evaluator", "reset_weight", "pruning_params")
+    _new = ("evaluator", "speedup", "reset_weight", "pruning_params")
+
+
+class _EvaluatorFinetune:
+    """A round's fine-tuning with NNI 2.9's TorchEvaluator: its training_func with the optimizers rebuilt on the
+    round's model, max_steps = max_epochs = None ("finetune": the training_func decides how long)."""
+
+    def __init__(self, evaluator: TorchEvaluator, model: torch.nn.Module) -> None:
+        self.evaluator, self.source = evaluator, model
+
+    def __call__(self, model: torch.nn.Module) -> None:
+        self.evaluator.train(self.source, model)

@@ -39,16 +39,17 @@ _OPTIONS = {"scale": "the L1 penalty's weight (default 1e-4)",
             "optimizer": "(torch.optim.SGD, {'lr': 0.01}) or a factory f(params) (default Adam, lr 1e-3)"}
 
 
-def slim_layers(session: Session, owner: str) -> list[Layer]:
+def slim_layers(session: Session, owner: str, config: Config | None = None) -> list[Layer]:
     """The BatchNorm layers the rules select ('default' meaning every BatchNorm), or a ConfigError naming what
-    the rules selected and the BatchNorm layers the model has."""
-    cfg = session.config
+    the rules selected and the BatchNorm layers the model has. `config`: a step's own rules (default: the
+    session's)."""
+    cfg = session.config if config is None else config
     norms = [layer.name for layer in find_layers(session.graph) if set(layer.type_names) & set(BATCHNORM_TYPES)]
     if not norms:
         types = sorted({layer.type_name for layer in find_layers(session.graph)})
         raise ConfigError(f"{owner} ranks BatchNorm scales, and the model has no BatchNorm layer (its layer types: "
                           f"{types}); use TaylorFOWeightPruner or L1NormPruner on this model")
-    layers = session.layers
+    layers = session.layers if config is None else select_layers(session.graph, cfg)
     if any("default" in rule.op_types for rule in cfg.rules):
         rules = [dataclasses.replace(r, op_types=[t for t in r.op_types if t != "default"] + list(BATCHNORM_TYPES))
                  if "default" in r.op_types else r for r in cfg.rules]
@@ -63,9 +64,11 @@ def slim_layers(session: Session, owner: str) -> list[Layer]:
     return layers
 
 
-def _slim(session: Session, feed: Feed, model: torch.nn.Module, epochs: int, scale: float, owner: str) -> None:
-    """Penalised training on session.model, then masks from |gamma| (raw, global in global mode)."""
-    layers = slim_layers(session, owner)
+def _slim(session: Session, feed: Feed, model: torch.nn.Module, epochs: int, scale: float, owner: str,
+          config: Config | None = None) -> None:
+    """Penalised training on session.model, then masks from |gamma| (raw, global in global mode) under the
+    session's rules or `config`'s."""
+    layers = slim_layers(session, owner, config)
     gammas = [session.model.get_parameter(layer.weight) for layer in layers if not layer.excluded]
     before = [g.detach().clone() for g in gammas]
 
@@ -77,7 +80,7 @@ def _slim(session: Session, feed: Feed, model: torch.nn.Module, epochs: int, sca
         raise InputError(f"{owner}: the BatchNorm scales did not change during the sparsity training, so the L1 "
                          "penalty never moved them: build the optimizer over model.parameters() (the BatchNorm weights "
                          "included) with a non-zero learning rate, and do not freeze the BatchNorm layers")
-    session.apply(score_masks(session, "bn_scale", None, layers, raw_global=True))
+    session.apply(score_masks(session, "bn_scale", None, layers, raw_global=True, config=config))
 
 
 class SlimPruner(Pruner):
@@ -111,8 +114,10 @@ class SlimPruner(Pruner):
             self.example_inputs = self.feed.example_inputs(self.model)
         return super().compress()
 
-    def run(self, session: Session) -> None:
-        _slim(session, self.feed, self.model, self.training_epochs, self.scale, type(self).__name__)  # type: ignore
+    def run(self, session: Session, config: Config | None = None) -> None:
+        """Sparsity-train `session.model` and apply the masks under the session's rules (or `config`'s)."""
+        _slim(session, self.feed, self.model, self.training_epochs, self.scale, type(self).__name__,  # type: ignore
+              config)
 
 
 def _scale(value: Any, where: str) -> float:

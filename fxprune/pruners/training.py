@@ -41,15 +41,15 @@ import torch.nn.functional as F
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
-from ..config import parse_config
+from ..config import Config, parse_config
 from ..errors import ConfigError, FxPruneError, InputError
 from ..importance import accumulate
-from ..layers import Layer
+from ..layers import Layer, select_layers
 from ..masks import Masks, compute_masks, keep_largest
 from ..session import Session, prepare
 from ..training import make_trainer
 from .base import Pruner
-from .evaluator import build_optimizer
+from .evaluator import build_optimizer, trainable_parameter
 
 __all__ = ["ADMMPruner", "MovementPruner", "TrainLoop", "TrainingError", "capture_inputs", "first_batch", "admm",
            "movement", "run_training", "cubic_sparsity"]
@@ -217,17 +217,17 @@ def capture_inputs(model: nn.Module, run: Callable[[], Any], who: str) -> tuple[
 
 
 # -- ADMM -----------------------------------------------------------------------------------------------
-def _weights(session: Session) -> list[tuple[Layer, nn.Parameter]]:
-    """(layer, weight) for every selected, not excluded layer."""
+def _weights(session: Session, config: Config | None = None) -> list[tuple[Layer, nn.Parameter]]:
+    """(layer, weight) for every layer the rules (the session's or `config`'s) select and do not exclude."""
     out = []
-    for layer in session.layers:
+    for layer in session.layers if config is None else select_layers(session.graph, config):
         if not layer.excluded and layer.rule is not None:
-            out.append((layer, session.model.get_parameter(layer.weight)))
+            out.append((layer, trainable_parameter(session.model, layer.weight)))
     return out
 
 
 def _project(session: Session, chosen: list[tuple[Layer, nn.Parameter]], values: list[torch.Tensor],
-             coarse: bool) -> list[torch.Tensor]:
+             coarse: bool, config: Config | None) -> list[torch.Tensor]:
     """ADMM's Z-step: `values` (W + U per layer) projected onto the config's sparsity."""
     if not coarse:
         return [v * keep_largest(v.abs(), layer.rule.target) for (layer, _), v in zip(chosen, values)]
@@ -235,7 +235,7 @@ def _project(session: Session, chosen: list[tuple[Layer, nn.Parameter]], values:
     with torch.no_grad():  # score the channels of W + U: put it in the weights for compute_masks, then restore
         for (_, w), v in zip(chosen, values):
             w.copy_(v)
-        nni = session.compute_masks("l1", shrink_only=False).to_nni()
+        nni = session.compute_masks("l1", config=config, shrink_only=False).to_nni()
         for (_, w), s in zip(chosen, saved):
             w.copy_(s)
     out = []
@@ -247,7 +247,7 @@ def _project(session: Session, chosen: list[tuple[Layer, nn.Parameter]], values:
 
 
 def admm(session: Session, loop: TrainLoop, iterations: int = 10, training_epochs: int = 1,
-         granularity: str = "fine-grained", rho: float = 1e-4) -> None:
+         granularity: str = "fine-grained", rho: float = 1e-4, config: Config | None = None) -> None:
     """Run ADMM on a session: train with the penalty, project, update the duals; then apply the final masks.
 
     Args:
@@ -257,6 +257,8 @@ def admm(session: Session, loop: TrainLoop, iterations: int = 10, training_epoch
         training_epochs: epochs of training per round.
         granularity: "fine-grained" (single weights) or "coarse-grained" (channels, by group L1 norm).
         rho: the penalty weight of layers whose config entry gives no `rho`.
+        config: other rules for this run on the same model (a validated Config, e.g. an iterative round's);
+            default: the session's.
 
     Raises:
         TrainingError: the trainer never stepped the optimizer, the criterion is not a scalar, or a loss is NaN.
@@ -266,7 +268,7 @@ def admm(session: Session, loop: TrainLoop, iterations: int = 10, training_epoch
                           "(channels)")
     if iterations < 1 or training_epochs < 1:
         raise ConfigError(f"ADMM iterations={iterations}, training_epochs={training_epochs}: both must be >= 1")
-    chosen = _weights(session)
+    chosen = _weights(session, config)
     rhos = [layer.rule.rho if layer.rule.rho is not None else rho for layer, _ in chosen]
     z = [w.detach().clone() for _, w in chosen]
     u = [torch.zeros_like(w) for _, w in chosen]
@@ -297,11 +299,11 @@ def admm(session: Session, loop: TrainLoop, iterations: int = 10, training_epoch
                                 "the weights: call callback() between loss.backward() and optimizer.step()")
         with torch.no_grad():
             z = _project(session, chosen, [w.detach() + ui for (_, w), ui in zip(chosen, u)],
-                         granularity == "coarse-grained")
+                         granularity == "coarse-grained", config)
             u = [ui + w.detach() - zi for (_, w), ui, zi in zip(chosen, u, z)]
         _log.info("ADMM iteration %d/%d: %d steps, |W - Z| = %.4g", k + 1, iterations, counter.steps,
                   sum(float((w.detach() - zi).norm()) for (_, w), zi in zip(chosen, z)))
-    session.apply(session.compute_masks("l1" if granularity == "coarse-grained" else "magnitude"))
+    session.apply(session.compute_masks("l1" if granularity == "coarse-grained" else "magnitude", config=config))
 
 
 # -- Movement -------------------------------------------------------------------------------------------
@@ -604,7 +606,8 @@ class ADMMPruner(_TrainingPruner):
     _old = ["trainer", "traced_optimizer", "criterion", "iterations", "training_epochs", "granularity"]
     _new = ["evaluator", "iterations", "training_epochs", "granularity"]
 
-    def run(self, session: Session) -> None:
+    def run(self, session: Session, config: Config | None = None) -> None:
+        """Train and prune `session.model` under the session's rules (or `config`'s: an iterative round's)."""
         opts = dict(self.options)
         unknown = set(opts) - {"iterations", "training_epochs", "granularity", "rho"}
         if unknown:
@@ -612,7 +615,7 @@ class ADMMPruner(_TrainingPruner):
         missing = [k for k in ("iterations", "training_epochs") if k not in opts]
         if missing:
             raise InputError(f"ADMMPruner: missing {', '.join(missing)} (e.g. iterations=10, training_epochs=1)")
-        admm(session, self.loop, **opts)
+        admm(session, self.loop, **opts, config=config)
 
 
 class MovementPruner(_TrainingPruner):

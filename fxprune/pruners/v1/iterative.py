@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.utils.parametrize as parametrize
 
+from ...catalog import ALGORITHMS
 from ...errors import ConfigError, FxPruneError, InputError
 from ...masks import Masks
 from ...passes.mask import MASK_PREFIX, WeightMask
@@ -161,6 +162,13 @@ class AGPPruner(_V1Pruner):
                              f"updates), got {type(optimizer).__name__}")
         if pruning_algorithm not in _V1_AGP_ALGORITHMS:
             raise ConfigError(f"pruning_algorithm={pruning_algorithm!r} is not one of {', '.join(_V1_AGP_ALGORITHMS)}")
+        if ALGORITHMS[pruning_algorithm].family != "weights":
+            raise ConfigError(f"pruning_algorithm={pruning_algorithm!r}: NNI v1's AGPPruner collects its statistics "
+                              "inside your optimizer steps, which this build does not do (v1 runs level, l1, l2, "
+                              "fpgm); "
+                              "NNI v2's form schedules it: fxprune.pruners.AGPPruner(model, config_list, "
+                              f"{pruning_algorithm!r}, total_iteration, finetuner=..., pruning_params={{'trainer': "
+                              "trainer, 'traced_optimizer': optimizer, 'criterion': criterion, ...}})")
         self.schedule = [self._entry(e, i) for i, e in enumerate(config_list)]
         rules = [{"sparsity": s["final_sparsity"], **_selection(e)} if not e.get("exclude") else _selection(e)
                  for s, e in zip(self.schedule, config_list)]
