@@ -238,7 +238,7 @@ def _weight(gm: torch.nn.Module, name: str, original: bool = False) -> torch.Ten
 def keep_largest(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Bool keep mask of `weight`'s shape: all but its `int(sparsity * numel)` smallest values (ties by position),
     NNI's per-layer rule (Level on |w|; a layer's channel scores in normal mode)."""
-    k = int(math.floor(sparsity * weight.numel()))
+    k = int(math.floor(sparsity * weight.numel() + 1e-9))  # k/n * n of a relative sparsity is k, not k - 1
     keep = torch.ones_like(weight, dtype=torch.bool)
     if k > 0:
         keep.view(-1)[torch.argsort(weight.flatten(), stable=True)[:k]] = False

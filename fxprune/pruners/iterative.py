@@ -433,10 +433,7 @@ def _measure(model: torch.nn.Module, inputs: tuple[Any, ...]) -> tuple[int, int,
 # -- rounds ----------------------------------------------------------------------------------------
 
 def sizes(session: Session) -> dict[str, int]:
-    """What the sparsity of every selected layer counts: its output channels (structured algorithms) or its
-    weights (unstructured ones, whose layers still lose rows when speedup removes all-zero channels)."""
-    if session.config.algorithm.unit == "weights":
-        return {layer.name: math.prod(session.graph.shapes[layer.slot.tensor]) for layer in session.layers}
+    """Output channels of every selected layer (what structured sparsity counts)."""
     return {layer.name: session.graph.shapes[layer.slot.tensor][layer.slot.dim] for layer in session.layers}
 
 
@@ -675,7 +672,9 @@ def _one_round(rid: int, targets: list[float], state: _State, n0: dict[str, int]
             if state.weights:  # unstructured masks: shapes did not change; zeros stay zeros
                 session.apply(Masks(session.graph, weights={k: v for k, v in state.weights.items()
                                                             if _is_param(session.model, k)}))
-        rules = round_rules(session, targets, n0, relative=speedup)  # sizes() counts channels or weights
+        # unstructured rounds prune the current layer (all-zero channels may have left between rounds), so each
+        # keeps at most (1 - s) of its original weights
+        rules = round_rules(session, targets, n0, relative=speedup and inner.structured)
         config = parse_config(dataclasses.replace(session.config, rules=rules))
     except FxPruneError as e:
         raise _in_round(e, rid) from e
