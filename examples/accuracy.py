@@ -218,7 +218,8 @@ def _image_row(ctx: _ImageCtx, dense: torch.nn.Module, dense_onnx: Path, name: s
     ft_s = time.perf_counter() - start
     acc1 = training.evaluate(tuned, ctx.test_b)
     rep = result.report
-    nonzero = sum(int((p != 0).sum()) for p in tuned.parameters()) if unit == "weights" else rep.params_after
+    # the masked model keeps dense parameters (its masks multiply them); the pruned model holds the zeros
+    nonzero = rep.nonzero_params_after
     dense_ms, pruned_ms = _latency(ctx, dense_onnx, result.model, f"{model_name}_{name}_{amount}")
     return {**row, "status": "ok", "acc_oneshot": acc0, "acc_ft": acc1, "params": rep.params_after,
             "params_before": rep.params_before, "nonzero": nonzero, "macs": rep.macs_after,
