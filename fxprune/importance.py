@@ -81,16 +81,21 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
     return [i for i in range(t.dim()) if i != d]
 
 
+def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
+    """`t` as one contiguous row per element of dim d: reducing rows is several times faster than reducing
+    the other dims in place (a strided reduction for an input-channel dim)."""
+    return t.movedim(d, 0).reshape(t.shape[d], -1)
+
+
 def l1(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L1 norm of everything a channel owns ("Pruning Filters for Efficient ConvNets")."""
-    return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1
-                       else t.abs())
+    return _accumulate(dg, group, slots, lambda t, d: _rows(t, d).abs().sum(1) if t.dim() > 1 else t.abs())
 
 
 def l2(dg: DependencyGraph, group: Group, stats: Stats | None = None, slots: set[Slot] | None = None) -> torch.Tensor:
     """L2 norm of everything a channel owns."""
-    return _accumulate(dg, group, slots, lambda t, d: torch.linalg.vector_norm(t, 2, _others(t, d)).square()
-                       if t.dim() > 1 else t.square()).sqrt()
+    return _accumulate(dg, group, slots, lambda t, d: _rows(t, d).square().sum(1) if t.dim() > 1
+                       else t.square()).sqrt()
 
 
 def fpgm(dg: DependencyGraph, group: Group, stats: Stats | None = None,
