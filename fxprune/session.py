@@ -231,6 +231,11 @@ class Session:
         if crit.needs - {"weights"} and stats is None:
             raise FxPruneError(f"criterion {criterion!r} needs {', '.join(sorted(crit.needs))}: collect them first "
                                "with session.collect(data, loss=..., batches=N) or session.probe(...)")
+        if cfg.budget is not None:  # channels by importance per unit of a resource (fxprune.budget)
+            from .budget import budget_masks, cost_model
+
+            return budget_masks(self.graph, cfg, layers, lambda group, slots: crit.fn(self.graph, group, stats, slots),
+                                cost_model(next(iter(cfg.budget)), self.graph), self.masks if shrink_only else None)
         return compute_masks(self.graph, cfg, layers, lambda group, slots: crit.fn(self.graph, group, stats, slots),
                              self.masks if shrink_only else None)
 
@@ -433,7 +438,7 @@ def _activation_slot(dg: DependencyGraph, layer: Layer, gid: int) -> Slot | None
     return None
 
 
-_STEP_KEYS = ("pruner", "global_ranking", "round_to", "mode", "prune_hidden", "attention")
+_STEP_KEYS = ("pruner", "global_ranking", "round_to", "mode", "prune_hidden", "attention", "budget")
 
 
 def _step_config(session_cfg: Config, config: Any) -> Config:
