@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from .config import BUDGET_CAP as DEFAULT_CAP
-from .config import Config
+from .config import Config, RuleConfig
 from .errors import ConfigError
 from .graph import DependencyGraph, Slot, rule_nodes
 from .layers import Layer
-from .masks import Masks, Scorer, _cap
+from .masks import Masks, Scorer
 from .rules.context import NodeView
 
 __all__ = ["Term", "CostModel", "cost_model", "macs_terms", "params_terms", "budget_masks", "RESOURCES",
@@ -198,8 +198,7 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
         if any(m.excluded for m in group_layers) or not group.prunable.any():
             continue
         rules = [m.rule for m in group_layers if m.rule is not None]
-        cap = min([_cap(r, [m.name for m in group_layers]) if r.max_sparsity_per_layer is not None else r.target
-                   for r in rules] or [DEFAULT_CAP])
+        cap = min([_group_cap(r, [m.name for m in group_layers]) for r in rules] or [DEFAULT_CAP])
         only = None if cfg.dependency_aware else {m.slot for m in group_layers}
         raw = score(group, only)
         raw[~torch.as_tensor(group.prunable)] = float("inf")
@@ -225,6 +224,14 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
     for gid, k in (previous.keep.items() if previous else []):
         masks.keep[gid] = masks.keep.get(gid, k) & k
     return masks
+
+
+def _group_cap(rule: RuleConfig, names: list[str]) -> float:
+    """What a rule lets one group lose: max_sparsity_per_layer (per layer name or for all), else its sparsity."""
+    cap = rule.max_sparsity_per_layer
+    if isinstance(cap, dict):
+        return min((cap.get(n, rule.target) for n in names), default=rule.target)
+    return rule.target if cap is None else cap
 
 
 def _too_low(resource: str, fraction: float, floor: float, dense: float) -> None:
