@@ -57,10 +57,12 @@ class CostModel:
     Args:
         dg: the dependency graph.
         terms: the summands (see `macs_terms`, `params_terms`, `fxprune.latency.LatencyTable.terms`).
+        round_to: the channel multiple this resource prefers (a latency table's measured block), used where
+            the config's `round_to` is left at 1.
     """
 
-    def __init__(self, dg: DependencyGraph, terms: list[Term]) -> None:
-        self.dg, self.terms = dg, terms
+    def __init__(self, dg: DependencyGraph, terms: list[Term], round_to: int = 1) -> None:
+        self.dg, self.terms, self.round_to = dg, terms, round_to
         self._slots: dict[str, list[Slot]] = {}
         self.by_group: dict[int, list[int]] = {}  # group -> terms whose shapes depend on it
         for i, term in enumerate(terms):
@@ -160,7 +162,8 @@ def cost_model(resource: str, dg: DependencyGraph, example_inputs: tuple | None 
         return CostModel(dg, params_terms(dg))
     from .latency import LatencyTable
 
-    return CostModel(dg, LatencyTable.for_graph(dg).terms())
+    table = LatencyTable.for_graph(dg)
+    return CostModel(dg, table.terms(), round_to=table.block)
 
 
 def _normalised(scores: torch.Tensor) -> np.ndarray:
@@ -214,7 +217,7 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
     if floor > target * (1 + 1e-9):
         _too_low(resource, fraction, floor, dense)
 
-    reached = _greedy(model, keep, order, values, target, cfg.round_to)
+    reached = _greedy(model, keep, order, values, target, cfg.round_to if cfg.round_to > 1 else model.round_to)
     if reached > target * (1 + 1e-6):  # concat windows and split inputs stopped groups before their caps
         _too_low(resource, fraction, reached, dense)
     masks = Masks(dg)
