@@ -1,7 +1,8 @@
 """The trace pass records shapes from a run on meta tensors (issue 14): they must be exactly the shapes (and
 dtypes) a real run records, on every fixture model, and a graph that cannot run on meta falls back to the real
-run. Strides are not compared: meta kernels may pick another memory format than the CPU kernels (a conv on a
-permuted input), and fxprune reads only shapes and dtypes."""
+run (the trace moves to meta only once real kernels cost more than meta dispatch: here it is forced onto meta
+from the first node). Strides are not compared: meta kernels may pick another memory format than the CPU
+kernels (a conv on a permuted input), and fxprune reads only shapes and dtypes."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_meta_shapes_equal_real_shapes(name: str, monkeypatch: pytest.MonkeyPatc
     calls = []
     real_propagate = trace_pass._propagate_on_meta
     monkeypatch.setattr(trace_pass, "_propagate_on_meta", lambda gm, inputs: calls.append(1) or
-                        real_propagate(gm, inputs))
+                        real_propagate(gm, inputs, slack=0.0))  # on meta from the first node
     try:
         on_meta = _metas(_trace(model, x, True, monkeypatch))
     except Exception as e:  # the fixture needs other inputs than a float tensor: not this test's subject
@@ -91,9 +92,29 @@ def test_graph_that_cannot_run_on_meta_falls_back(monkeypatch: pytest.MonkeyPatc
     outcome = []
     real_propagate = trace_pass._propagate_on_meta
     monkeypatch.setattr(trace_pass, "_propagate_on_meta", lambda gm, inputs: outcome.append(
-        real_propagate(gm, inputs)) or outcome[-1])
+        real_propagate(gm, inputs, slack=0.0)) or outcome[-1])
     gm = trace_pass.trace(_DataDependent().eval(), torch.randn(2, 3, 8, 8))
     assert outcome == [None]  # the meta run refused ...
     shapes = {n.name: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if "tensor_meta" in n.meta}
     assert shapes["_scale_by_positives"] == (2, 8, 8, 8)  # ... and the real run recorded
     assert all(t.device.type == "cpu" for t in list(gm.parameters()) + list(gm.buffers()))
+
+
+def test_a_run_that_moves_to_meta_midway_records_the_real_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    factory, shape = FAMILY["resnet18"]
+    model, x = factory().eval(), torch.randn(*shape)
+    switched = []
+    original = trace_pass._MetaInterpreter.run_node
+
+    def run_node(self: Any, n: torch.fx.Node) -> Any:
+        if n.op == "call_module" and not self.on_meta and self.real_nodes > 3:
+            self.real_s = 1.0  # as if the real kernels were slow: the next node switches to meta
+        out = original(self, n)
+        switched.append(self.on_meta)
+        return out
+
+    monkeypatch.setattr(trace_pass._MetaInterpreter, "run_node", run_node)
+    hybrid = _metas(_trace(model, x, True, monkeypatch))
+    monkeypatch.undo()
+    assert not switched[0] and switched[-1]  # real at first, meta at the end
+    assert hybrid == _metas(_trace(model, x, False, monkeypatch))

@@ -15,8 +15,9 @@ Two front ends produce the same kind of graph for the same analysis:
 
 Pre:  any nn.Module and example inputs it accepts.
 Post: a GraphModule that is a deep copy (the user's model is never touched), in eval mode, whose
-      tensor-producing nodes carry `meta["tensor_meta"]` from one run on meta tensors shaped like the
-      example inputs (no arithmetic; the real inputs only where the graph cannot run on meta), and
+      tensor-producing nodes carry `meta["tensor_meta"]` from one run on the example inputs that moves to
+      meta tensors (no arithmetic) as soon as its real kernels cost more than meta dispatch (the real run
+      throughout where the graph cannot run on meta), and
       whose `meta["train_flags"]` records the training flag of every submodule of the original.
       A forward whose Python side effects the graph cannot replay (assigning module attributes,
       changing parameters or buffers in place) is rejected with a TraceError naming the attribute.
@@ -25,13 +26,16 @@ Post: a GraphModule that is a deep copy (the user's model is never touched), in 
 from __future__ import annotations
 
 import copy
+import operator
 import os
+import time
 import traceback
 import warnings
 from typing import Any
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 
@@ -158,18 +162,50 @@ _SAME_AS_INPUT = {cls.forward for cls in (
     torch.nn.GELU, torch.nn.Hardswish, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.LeakyReLU, torch.nn.Hardsigmoid)}
 
 
-class _MetaInterpreter(_ContextInterpreter):
-    """The shape run on meta tensors, with `_SAME_AS_INPUT` modules answered without a kernel. Every node
-    output that shares storage with one of the graph's tensors (`storages`: the tensor itself, a view, its
-    `.data`) is kept with its version counter: an in-place write through it bumps the counter."""
+#: functions whose result is shaped like their first argument (unary element-wise, in eval mode), and binary
+#: element-wise ones whose result is the broadcast of their two operands: answered without their meta kernels
+#: (several are Python decompositions costing a millisecond or more per call on meta tensors)
+_UNARY = {torch.relu, F.relu, F.relu6, F.gelu, F.silu, torch.sigmoid, torch.tanh, F.hardswish, F.leaky_relu,
+          torch.sigmoid, F.sigmoid, F.tanh, F.hardsigmoid}
+_BINARY = {operator.add, operator.mul, operator.sub, operator.truediv, torch.add, torch.mul, torch.sub}
 
-    def __init__(self, gm: torch.fx.GraphModule, storages: dict[int, str]) -> None:
+
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """A new meta tensor shaped like x (`empty_like` on meta is a Python reference: ten times slower)."""
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+#: what a node costs on meta tensors (seconds, Python dispatch and meta kernels): real nodes cheaper than this
+#: (small tensors) stay real, a run whose real nodes cost more moves to the meta device
+_META_NODE_S = 4e-4
+
+
+class _MetaInterpreter(_ContextInterpreter):
+    """The shape run. It starts on the real tensors and moves to the meta device (`switch`) as soon as the
+    real nodes so far cost more than meta ones would (`_META_NODE_S` each, plus `slack`): a model of small
+    tensors runs for real (its kernels are cheaper than meta dispatch), a heavy one runs on meta after its
+    first expensive node. On meta, `_SAME_AS_INPUT` modules and `_UNARY`/`_BINARY` functions are answered
+    without a kernel. Every node output that shares storage with one of the graph's tensors (`storages`: the
+    tensor itself, a view, its `.data`) is kept with its version counter: an in-place write through it
+    bumps the counter."""
+
+    def __init__(self, gm: torch.fx.GraphModule, storages: dict[int, str], switch: Any, slack: float) -> None:
         super().__init__(gm)
-        self.storages = storages
+        self.storages, self.switch, self.slack = storages, switch, slack
         self.aliases: list[tuple[str, torch.Tensor, int]] = []
+        self.on_meta, self.real_s, self.real_nodes = False, 0.0, 0
 
     def run_node(self, n: torch.fx.Node) -> Any:
+        if not self.on_meta and self.real_s > self.real_nodes * _META_NODE_S + self.slack:
+            self.switch()
+            for node, value in self.env.items():
+                self.env[node] = map_aggregate(value, lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v)
+            self.on_meta = True
+        start = time.perf_counter()
         result = super().run_node(n)
+        if not self.on_meta:
+            self.real_s += time.perf_counter() - start
+            self.real_nodes += 1
         for t in (result if isinstance(result, (tuple, list)) else (result,)):
             if isinstance(t, torch.Tensor) and t.layout == torch.strided:
                 name = self.storages.get(t.untyped_storage()._cdata)
@@ -177,10 +213,23 @@ class _MetaInterpreter(_ContextInterpreter):
                     self.aliases.append((name, t, t._version))
         return result
 
+    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        x = args[0] if args else None
+        if self.on_meta and isinstance(x, torch.Tensor) and x.is_floating_point():
+            if target in _UNARY and len(args) == 1 and set(kwargs) <= {"inplace", "approximate"}:
+                return _like(x)
+            if target in _BINARY and len(args) == 2 and not kwargs:
+                other = args[1]
+                if isinstance(other, torch.Tensor) or (isinstance(other, (int, float)) and not isinstance(other, bool)):
+                    shape = torch.broadcast_shapes(x.shape, other.shape) if isinstance(other, torch.Tensor) \
+                        else x.shape
+                    return torch.empty(shape, dtype=torch.result_type(x, other), device="meta")
+        return super().call_function(target, args, kwargs)
+
     def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
         module = self.fetch_attr(target)
         x = args[0] if len(args) == 1 and not kwargs else None
-        if (type(module).forward in _SAME_AS_INPUT and "forward" not in vars(module)
+        if (self.on_meta and type(module).forward in _SAME_AS_INPUT and "forward" not in vars(module)
                 and not (module._forward_hooks or module._forward_pre_hooks)
                 and isinstance(x, torch.Tensor) and x.is_floating_point()
                 and all(t.dtype == x.dtype for t in module.parameters(recurse=False))
@@ -188,7 +237,7 @@ class _MetaInterpreter(_ContextInterpreter):
                      and x.shape[1] == module.num_features)):
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module._check_input_dim(x)  # what its forward checks first
-            return torch.empty_like(x)
+            return _like(x)
         return super().call_module(target, args, kwargs)
 
 
@@ -213,10 +262,10 @@ def _tensor_homes(gm: torch.fx.GraphModule) -> list[tuple[dict[str, Any], str, t
     return homes
 
 
-def _propagate_on_meta(gm: torch.fx.GraphModule, inputs: tuple[Any, ...]) -> list[str] | None:
-    """Record every node's shape from a run on the meta device (no arithmetic, no weight is read) and
-    return the tensors that forward modified in place (`_MetaInterpreter`), or None when the graph
-    cannot run on meta tensors (a data-dependent op, a tensor made on another device inside forward, an op
+def _propagate_on_meta(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], slack: float = 5e-3) -> list[str] | None:
+    """Record every node's shape from one run that moves to the meta device once real kernels cost more than
+    meta dispatch (`_MetaInterpreter`; `slack=0`: on meta from the first node), and return the tensors that
+    forward modified in place, or None when the graph cannot run on meta tensors (a data-dependent op, an op
     without a meta kernel): the caller then runs it on the real inputs. The graph's tensors are swapped
     back before returning, also on failure."""
     homes = _tensor_homes(gm)
@@ -226,16 +275,27 @@ def _propagate_on_meta(gm: torch.fx.GraphModule, inputs: tuple[Any, ...]) -> lis
             m = torch.empty_like(t, device="meta")
             metas[id(t)] = torch.nn.Parameter(m, t.requires_grad) if isinstance(t, torch.nn.Parameter) else m
     names: dict[int, str] = {}
+    reals: dict[int, torch.Tensor] = {}
     for _, _, t, name in homes:
         names.setdefault(id(t), name)
-    interp = _MetaInterpreter(gm, {metas[i].untyped_storage()._cdata: name for i, name in names.items()})
-    interp.aliases = [(name, metas[i], metas[i]._version) for i, name in names.items()]
-    for store, key, t, _ in homes:
-        store[key] = metas[id(t)]
-    meta_inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+        reals[id(t)] = t
+    storages = {metas[i].untyped_storage()._cdata: name for i, name in names.items()}
+    storages |= {reals[i].untyped_storage()._cdata: name for i, name in names.items()
+                 if reals[i].layout == torch.strided}
+
+    def switch() -> None:
+        for store, key, t, _ in homes:
+            store[key] = metas[id(t)]
+
+    interp = _MetaInterpreter(gm, storages, switch, slack)
+    interp.aliases = [(name, t, t._version) for i, name in names.items() for t in (metas[i], reals[i])]
+    if slack <= 0:
+        switch()
+        interp.on_meta = True
+        inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
     try:
         with torch.no_grad():
-            interp.run(*meta_inputs)
+            interp.run(*inputs)
     except Exception:
         for node in gm.graph.nodes:  # a partial run's shapes must not mix with the real run's
             node.meta.pop("tensor_meta", None)
