@@ -1,16 +1,24 @@
-"""How long fxprune.compile takes, pass by pass, on a full-width ResNet-50 (1x3x224x224, 50% channels).
+"""fxprune.compile against Torch-Pruning, side by side in one process, on ResNet-50 and a ViT-B/16-sized ViT.
 
-    python examples/compile_time.py            # prints a Markdown table
-    python examples/compile_time.py --runs 5
+    python examples/compile_time.py                 # 5 alternating pairs per model, Markdown on stdout
+    python examples/compile_time.py --runs 9 --models resnet50
 
-Median over `--runs` runs after one warm-up run. When torch-pruning is installed, its graph build
-(`MetaPruner(...)`, which traces the model) plus `step()` is timed on the same model for comparison.
+fxprune: `fxprune.compile(model, {"pruner": "l1", "sparsity": 0.5}, x)`, everything included (trace, analysis,
+scoring, mask pass, speedup, verification of masked == pruned, report), timed pass by pass from
+`result.report.timings`. Torch-Pruning: `MetaPruner(...)` (its graph build, which runs the model once) plus
+`step()` on a deep copy made outside the timed region (it prunes in place), with L1 magnitude importance and
+the same ratio; on the ViT it prunes the same units as fxprune's default (half the attention heads and half the
+MLP channels, the hidden size kept: `num_heads`, `prune_num_heads=True`, fc2/proj/head ignored).
+
+Runs alternate (fxprune, Torch-Pruning, then the other order) after one warm-up of each, so load on a shared
+machine hits both alike; the ratio is the median of the per-pair ratios fxprune / Torch-Pruning.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -20,12 +28,23 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from vit import Attention, vit_b16  # noqa: E402
 
 import fxprune  # noqa: E402
 from fxprune.models import resnet50  # noqa: E402
 
-__all__ = ["measure", "to_markdown"]
+__all__ = ["MODELS", "measure", "to_markdown"]
+
+#: name -> (factory, input shape, description)
+MODELS: dict[str, tuple[Any, tuple[int, ...], str]] = {
+    "resnet50": (lambda: resnet50(), (1, 3, 224, 224), "ResNet-50 (width 64, 1000 classes), 1x3x224x224"),
+    "vit_b16": (lambda: vit_b16(), (1, 3, 224, 224), "ViT-B/16-sized ViT (12 blocks, width 768, 12 heads), "
+                                                      "1x3x224x224"),
+}
 
 
 def _fxprune_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> dict[str, float]:
@@ -42,61 +61,88 @@ def _torch_pruning_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float
     import torch_pruning as tp
 
     model = copy.deepcopy(model)
+    ignored: list[torch.nn.Module] = [m for m in (getattr(model, "fc", None), getattr(model, "head", None)) if m]
+    heads = {m.qkv: m.num_heads for m in model.modules() if isinstance(m, Attention)}
+    if heads:  # prune what fxprune prunes by default: heads and MLP channels, not the hidden size
+        ignored += [m for b in model.blocks for m in (b.fc2, b.attn.proj)]
     start = time.perf_counter()
-    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                  pruning_ratio=sparsity, ignored_layers=[model.fc])
-    built = time.perf_counter()
-    pruner.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
+                                      pruning_ratio=sparsity, ignored_layers=ignored, num_heads=heads,
+                                      prune_num_heads=bool(heads), head_pruning_ratio=sparsity)
+        built = time.perf_counter()
+        pruner.step()
     done = time.perf_counter()
     return {"graph build": built - start, "prune": done - built, "total": done - start}
 
 
-def measure(runs: int = 3, sparsity: float = 0.5, size: int = 224) -> dict[str, Any]:
-    """Median seconds per pass of fxprune.compile (and Torch-Pruning's build + step) on ResNet-50.
+def _median(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+
+
+def measure(name: str, runs: int = 5, sparsity: float = 0.5) -> dict[str, Any]:
+    """Median seconds per pass of fxprune.compile and of Torch-Pruning's build + step, alternating.
 
     Args:
-        runs: timed runs after one warm-up.
-        sparsity: fraction of channels removed.
-        size: input height and width.
+        name: a key of `MODELS`.
+        runs: timed pairs after one warm-up of each tool.
+        sparsity: fraction of channels (and heads) removed.
 
     Returns:
-        {"fxprune": {pass: seconds}, "torch_pruning": {...} or None, "runs": runs, "model": description}.
+        {"model", "runs", "fxprune": {pass: s}, "torch_pruning": {step: s} or None, "ratio": median of
+        per-pair fxprune / Torch-Pruning totals or None, "load": 1-minute load average at the end}.
     """
+    factory, shape, description = MODELS[name]
     torch.manual_seed(0)
-    model = resnet50().eval()
-    x = torch.randn(1, 3, size, size)
-    out: dict[str, Any] = {"runs": runs, "model": f"ResNet-50 (width 64, 1000 classes), 1x3x{size}x{size}, "
-                           f"L1, {sparsity:.0%} of channels", "torch_pruning": None}
-    samples = [_fxprune_once(model, x, sparsity) for _ in range(runs + 1)][1:]
-    out["fxprune"] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    model = factory().eval()
+    x = torch.randn(*shape)
     try:
         import torch_pruning  # noqa: F401
+        have_tp = True
     except ImportError:
-        return out
-    samples = [_torch_pruning_once(model, x, sparsity) for _ in range(runs + 1)][1:]
-    out["torch_pruning"] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-    return out
+        have_tp = False
+    _fxprune_once(model, x, sparsity)
+    if have_tp:
+        _torch_pruning_once(model, x, sparsity)
+    ours, theirs = [], []
+    for i in range(runs):
+        if i % 2 == 0 or not have_tp:
+            ours.append(_fxprune_once(model, x, sparsity))
+            if have_tp:
+                theirs.append(_torch_pruning_once(model, x, sparsity))
+        else:
+            theirs.append(_torch_pruning_once(model, x, sparsity))
+            ours.append(_fxprune_once(model, x, sparsity))
+    return {"model": f"{description}, L1, {sparsity:.0%}", "runs": runs, "fxprune": _median(ours),
+            "torch_pruning": _median(theirs) if have_tp else None,
+            "ratio": statistics.median(a["total"] / b["total"] for a, b in zip(ours, theirs)) if have_tp else None,
+            "load": os.getloadavg()[0]}
 
 
-def to_markdown(m: dict[str, Any]) -> str:
-    """The result of `measure` as Markdown."""
-    lines = [f"{m['model']}; median of {m['runs']} runs after a warm-up.", "",
-             "| tool | step | ms |", "|---|---|---:|"]
-    lines += [f"| fxprune | {k} | {v * 1e3:.0f} |" for k, v in m["fxprune"].items()]
-    if m["torch_pruning"]:
-        lines += [f"| Torch-Pruning | {k} | {v * 1e3:.0f} |" for k, v in m["torch_pruning"].items()]
-    else:
-        lines.append("| Torch-Pruning | not installed | - |")
+def to_markdown(results: list[dict[str, Any]]) -> str:
+    """The results of `measure` as one Markdown table per model."""
+    lines: list[str] = []
+    for m in results:
+        lines += [f"**{m['model']}**: median of {m['runs']} alternating pairs after a warm-up; load average "
+                  f"{m['load']:.1f} at the end.", "", "| tool | step | ms |", "|---|---|---:|"]
+        lines += [f"| fxprune | {k} | {v * 1e3:.0f} |" for k, v in m["fxprune"].items()]
+        if m["torch_pruning"]:
+            lines += [f"| Torch-Pruning | {k} | {v * 1e3:.0f} |" for k, v in m["torch_pruning"].items()]
+            lines += [f"| **fxprune / Torch-Pruning** | total, median of pair ratios | **{m['ratio']:.2f}** |"]
+        else:
+            lines.append("| Torch-Pruning | not installed | - |")
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sparsity", type=float, default=0.5)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
-    print(to_markdown(measure(args.runs, args.sparsity, args.size)))
+    print(to_markdown([measure(name, args.runs, args.sparsity) for name in args.models.split(",")]))
 
 
 if __name__ == "__main__":

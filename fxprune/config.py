@@ -47,7 +47,12 @@ _TOP_KEYS = {
     "loss": "loss(output, target) -> scalar, for the algorithms that need gradients",
     "batches": "how many batches of `data` to collect statistics over (default: all of one pass)",
     "options": "algorithm-specific parameters, as a dict (e.g. {'scale': 1e-4} for slim)",
+    "budget": "{'macs' | 'params' | 'latency': fraction of the dense model's to keep, in (0, 1]}: rank channels "
+              "globally by importance per unit of that resource (fxprune.budget); the rules' sparsity caps a group",
 }
+#: with a budget and no sparsity, what one group may lose at most
+BUDGET_CAP = 0.9
+_BUDGET_RESOURCES = ("macs", "params", "latency")
 #: Other spellings accepted in dicts (NNI's and earlier fxprune's), mapped to the one vocabulary above.
 _ALIASES = {"config_list": "rules", "global": "global_ranking"}
 _FRONTENDS = ("auto", "fx", "export")
@@ -97,6 +102,7 @@ class Config:
     loss: Any = None
     batches: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] | None = None
 
     @property
     def dependency_aware(self) -> bool:
@@ -181,6 +187,19 @@ def _parse_rule(entry: Any, i: int) -> RuleConfig:
     return rule
 
 
+def _budget(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in _BUDGET_RESOURCES:
+        raise ConfigError(f"config['budget'] = {value!r} must name one resource and the fraction of the dense "
+                          f"model's to keep, e.g. {{'macs': 0.5}}; resources: {', '.join(_BUDGET_RESOURCES)}")
+    (resource, fraction), = value.items()
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
+        raise ConfigError(f"config['budget']['{resource}'] = {fraction!r} is outside (0, 1]: it is the fraction of "
+                          f"the dense model's {resource} to KEEP, e.g. 0.5 for half")
+    return {resource: float(fraction)}
+
+
 def _pruner(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in ALGORITHMS:
         raise ConfigError(f"config['pruner'] = {value!r} is not one of {', '.join(PRUNERS)}"
@@ -253,6 +272,9 @@ def parse_config(config: Any) -> Config:
     rules = config.get("rules")
     if rules is not None and config.get("sparsity") is not None:
         raise ConfigError("config gives both 'sparsity' and 'rules': put the sparsity inside the rules")
+    cfg.budget = _budget(config.get("budget"))
+    if rules is None and cfg.budget is not None and config.get("sparsity") is None:
+        rules = [{"sparsity": BUDGET_CAP, "op_types": ["default"]}]
     if rules is None:
         if "sparsity" not in config:
             raise ConfigError("config has neither 'sparsity' nor 'rules': add e.g. 'sparsity': 0.5")

@@ -83,16 +83,22 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
     return [i for i in range(t.dim()) if i != d]
 
 
+def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
+    """`t` as one contiguous row per element of dim d: reducing rows is several times faster than reducing
+    the other dims in place (a strided reduction for an input-channel dim)."""
+    return t.movedim(d, 0).reshape(t.shape[d], -1)
+
+
 def _abs_sum(t: torch.Tensor, d: int) -> torch.Tensor:
-    return torch.linalg.vector_norm(t, 1, _others(t, d)) if t.dim() > 1 else t.abs()
+    return _rows(t, d).abs().sum(1) if t.dim() > 1 else t.abs()
 
 
 def _square_sum(t: torch.Tensor, d: int) -> torch.Tensor:
-    return torch.linalg.vector_norm(t, 2, _others(t, d)).square() if t.dim() > 1 else t.square()
+    return _rows(t, d).square().sum(1) if t.dim() > 1 else t.square()
 
 
 def _distance_sum(t: torch.Tensor, d: int) -> torch.Tensor:
-    rows = t.float().movedim(d, 0).reshape(t.shape[d], -1)
+    rows = _rows(t.float(), d)
     return torch.cdist(rows[None], rows[None])[0].sum(1)
 
 

@@ -29,10 +29,12 @@ import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
+from .budget import budget_masks
 from .config import Config, parse_config
 from .errors import FxPruneError, InputError, UnsupportedError, node_context
 from .graph import BuildOptions, DependencyGraph, Slot, op_name, spelling
 from .importance import CRITERIA, Stats
+from .latency import cost_model
 from .layers import Layer, select_layers
 from .masks import Masks, compute_masks, magnitude_masks, promote_zero_channels
 from .passes.mask import WeightMask, insert_masks, update_masks
@@ -270,9 +272,15 @@ class Session:
         # Activations are observed at the activation after each selected layer, not in its weight slot: in
         # NNI's normal mode too, a layer is scored by what was probed in its group (its own activation).
         own = "activations" not in crit.needs
-        return compute_masks(self.graph, cfg, layers,
-                             lambda group, slots: crit.fn(self.graph, group, stats, slots if own else None),
-                             self.masks if shrink_only else None)
+
+        def score(group: Any, slots: Any) -> torch.Tensor:
+            return crit.fn(self.graph, group, stats, slots if own else None)
+
+        previous = self.masks if shrink_only else None
+        if cfg.budget is not None:  # channels by importance per unit of a resource (fxprune.budget)
+            return budget_masks(self.graph, cfg, layers, score, cost_model(next(iter(cfg.budget)), self.graph),
+                                previous)
+        return compute_masks(self.graph, cfg, layers, score, previous)
 
     # -- applying --------------------------------------------------------------------------------
     def apply(self, masks: Masks, *, shrink_only: bool = True) -> None:
@@ -475,7 +483,7 @@ def _activation_slot(dg: DependencyGraph, layer: Layer, gid: int) -> Slot | None
     return None
 
 
-_STEP_KEYS = ("pruner", "global_ranking", "round_to", "mode", "prune_hidden", "attention")
+_STEP_KEYS = ("pruner", "global_ranking", "round_to", "mode", "prune_hidden", "attention", "budget")
 
 
 def _step_config(session_cfg: Config, config: Any) -> Config:

@@ -400,14 +400,18 @@ def test_benchmark_rows_speedup_json_markdown(onnx_pair) -> None:
         ("pruned", 3),
     ]
     for row in result.rows:
-        assert set(row) == {"model", "batch", "median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "speedup"}
+        assert set(row) == {"model", "batch", "median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "speedup",
+                            "kernel_ms", "kernel_speedup"}
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"]
+        assert row["kernel_ms"] > 0  # the profiler's summed kernel time of a run (issue 14)
         assert row["mean_ms"] > 0 and row["runs"] >= 3
     by_key = {(r["model"], r["batch"]): r for r in result.rows}
     for batch in (1, 3):
         base, other = by_key[("dense", batch)], by_key[("pruned", batch)]
         assert base["speedup"] == 1.0
         assert other["speedup"] == pytest.approx(base["median_ms"] / other["median_ms"])
+        assert base["kernel_speedup"] == 1.0
+        assert other["kernel_speedup"] == pytest.approx(base["kernel_ms"] / other["kernel_ms"])
         assert base["runs"] == other["runs"]  # interleaved rounds
 
     data = json.loads(result.to_json())

@@ -15,7 +15,9 @@ Two front ends produce the same kind of graph for the same analysis:
 
 Pre:  any nn.Module and example inputs it accepts.
 Post: a GraphModule that is a deep copy (the user's model is never touched), in eval mode, whose
-      tensor-producing nodes carry `meta["tensor_meta"]` from one run on the example inputs, and
+      tensor-producing nodes carry `meta["tensor_meta"]` from one run on the example inputs that moves to
+      meta tensors (no arithmetic) as soon as its real kernels cost more than meta dispatch (the real run
+      throughout where the graph cannot run on meta), and
       whose `meta["train_flags"]` records the training flag of every submodule of the original.
       A forward whose Python side effects the graph cannot replay (assigning module attributes,
       changing parameters or buffers in place) is rejected with a TraceError naming the attribute.
@@ -25,15 +27,18 @@ from __future__ import annotations
 
 import copy
 import inspect
+import operator
 import os
+import time
 import traceback
 import warnings
 from typing import Any
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch.fx.node import map_aggregate
-from torch.fx.passes.shape_prop import _extract_tensor_metadata
+from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
@@ -113,6 +118,18 @@ def _user_frame(exc: BaseException) -> str:
     return f"{f.filename}:{f.lineno}: {f.line}"
 
 
+_FORMATS = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
+
+
+def _tensor_metadata(t: torch.Tensor) -> TensorMetadata:
+    """torch's `_extract_tensor_metadata` for a dense tensor, without its symbolic-shape checks (their first
+    use imports sympy: seconds)."""
+    if t.is_quantized or t.layout != torch.strided:
+        return _extract_tensor_metadata(t)
+    memory_format = next((f for f in _FORMATS if t.is_contiguous(memory_format=f)), None)
+    return TensorMetadata(t.shape, t.dtype, t.requires_grad, t.stride(), memory_format, False, {})
+
+
 class _ContextInterpreter(torch.fx.Interpreter):
     """Runs the graph, recording `meta["tensor_meta"]` per node and which node was running when an
     exception escaped (torch's ShapeProp prints tracebacks and hides the original message)."""
@@ -128,7 +145,7 @@ class _ContextInterpreter(torch.fx.Interpreter):
             nonlocal found
             if isinstance(obj, torch.Tensor):
                 found = True
-                return _extract_tensor_metadata(obj)
+                return _tensor_metadata(obj)
             return obj
 
         meta = map_aggregate(result, extract)
@@ -136,6 +153,159 @@ class _ContextInterpreter(torch.fx.Interpreter):
             n.meta["tensor_meta"] = meta
         n.meta["type"] = type(result)
         return result
+
+
+#: modules whose output is a tensor like their one input (same shape, dtype, device) whatever their weights:
+#: the meta run skips their meta kernels (BatchNorm's is a slow Python decomposition)
+_SAME_AS_INPUT = {cls.forward for cls in (
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.ReLU, torch.nn.ReLU6,
+    torch.nn.Identity, torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.SiLU,
+    torch.nn.GELU, torch.nn.Hardswish, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.LeakyReLU, torch.nn.Hardsigmoid)}
+
+
+#: functions whose result is shaped like their first argument (unary element-wise, in eval mode), and binary
+#: element-wise ones whose result is the broadcast of their two operands: answered without their meta kernels
+#: (several are Python decompositions costing a millisecond or more per call on meta tensors)
+_UNARY = {torch.relu, F.relu, F.relu6, F.gelu, F.silu, torch.sigmoid, torch.tanh, F.hardswish, F.leaky_relu,
+          torch.sigmoid, F.sigmoid, F.tanh, F.hardsigmoid}
+_BINARY = {operator.add, operator.mul, operator.sub, operator.truediv, torch.add, torch.mul, torch.sub}
+
+
+def _like(x: torch.Tensor) -> torch.Tensor:
+    """A new meta tensor shaped like x (`empty_like` on meta is a Python reference: ten times slower)."""
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+#: what a node costs on meta tensors (seconds, Python dispatch and meta kernels): real nodes cheaper than this
+#: (small tensors) stay real, a run whose real nodes cost more moves to the meta device
+_META_NODE_S = 4e-4
+
+
+class _MetaInterpreter(_ContextInterpreter):
+    """The shape run. It starts on the real tensors and moves to the meta device (`switch`) as soon as the
+    real nodes so far cost more than meta ones would (`_META_NODE_S` each, plus `slack`): a model of small
+    tensors runs for real (its kernels are cheaper than meta dispatch), a heavy one runs on meta after its
+    first expensive node. On meta, `_SAME_AS_INPUT` modules and `_UNARY`/`_BINARY` functions are answered
+    without a kernel. Every node output that shares storage with one of the graph's tensors (`storages`: the
+    tensor itself, a view, its `.data`) is kept with its version counter: an in-place write through it
+    bumps the counter."""
+
+    def __init__(self, gm: torch.fx.GraphModule, storages: dict[int, str], switch: Any, slack: float) -> None:
+        super().__init__(gm)
+        self.storages, self.switch, self.slack = storages, switch, slack
+        self.aliases: list[tuple[str, torch.Tensor, int]] = []
+        self.on_meta, self.real_s, self.real_nodes = False, 0.0, 0
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        if not self.on_meta and self.real_s > self.real_nodes * _META_NODE_S + self.slack:
+            self.switch()
+            for node, value in self.env.items():
+                self.env[node] = map_aggregate(value, lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v)
+            self.on_meta = True
+        start = time.perf_counter()
+        result = super().run_node(n)
+        if not self.on_meta:
+            self.real_s += time.perf_counter() - start
+            self.real_nodes += 1
+        for t in (result if isinstance(result, (tuple, list)) else (result,)):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                name = self.storages.get(t.untyped_storage()._cdata)
+                if name is not None:
+                    self.aliases.append((name, t, t._version))
+        return result
+
+    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        x = args[0] if args else None
+        if self.on_meta and isinstance(x, torch.Tensor) and x.is_floating_point():
+            if target in _UNARY and len(args) == 1 and set(kwargs) <= {"inplace", "approximate"}:
+                return _like(x)
+            if target in _BINARY and len(args) == 2 and not kwargs:
+                other = args[1]
+                if isinstance(other, torch.Tensor) or (isinstance(other, (int, float)) and not isinstance(other, bool)):
+                    shape = torch.broadcast_shapes(x.shape, other.shape) if isinstance(other, torch.Tensor) \
+                        else x.shape
+                    return torch.empty(shape, dtype=torch.result_type(x, other), device="meta")
+        return super().call_function(target, args, kwargs)
+
+    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        module = self.fetch_attr(target)
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if (self.on_meta and type(module).forward in _SAME_AS_INPUT and "forward" not in vars(module)
+                and not (module._forward_hooks or module._forward_pre_hooks)
+                and isinstance(x, torch.Tensor) and x.is_floating_point()
+                and all(t.dtype == x.dtype for t in module.parameters(recurse=False))
+                and (not isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or x.dim() >= 2
+                     and x.shape[1] == module.num_features)):
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module._check_input_dim(x)  # what its forward checks first
+            return _like(x)
+        return super().call_module(target, args, kwargs)
+
+
+def _tensor_homes(gm: torch.fx.GraphModule) -> list[tuple[dict[str, Any], str, torch.Tensor, str]]:
+    """Every tensor the graph can read: (the dict holding it, its key there, the tensor, its qualname), for
+    parameters and buffers of every submodule and the plain tensor attributes `get_attr` nodes fetch."""
+    homes = []
+    for prefix, module in gm.named_modules(remove_duplicate=False):
+        for store in (module._parameters, module._buffers):
+            for key, t in store.items():
+                if t is not None:
+                    homes.append((store, key, t, f"{prefix}.{key}" if prefix else key))
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            owner_name, _, attr = str(node.target).rpartition(".")
+            try:
+                owner = gm.get_submodule(owner_name)
+            except AttributeError:
+                continue
+            if isinstance(vars(owner).get(attr), torch.Tensor):
+                homes.append((vars(owner), attr, vars(owner)[attr], str(node.target)))
+    return homes
+
+
+def _propagate_on_meta(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], slack: float = 5e-3) -> list[str] | None:
+    """Record every node's shape from one run that moves to the meta device once real kernels cost more than
+    meta dispatch (`_MetaInterpreter`; `slack=0`: on meta from the first node), and return the tensors that
+    forward modified in place, or None when the graph cannot run on meta tensors (a data-dependent op, an op
+    without a meta kernel): the caller then runs it on the real inputs. The graph's tensors are swapped
+    back before returning, also on failure."""
+    homes = _tensor_homes(gm)
+    metas: dict[int, torch.Tensor] = {}  # one meta tensor per real one: tied weights stay tied
+    for _, _, t, _ in homes:
+        if id(t) not in metas:
+            m = torch.empty_like(t, device="meta")
+            metas[id(t)] = torch.nn.Parameter(m, t.requires_grad) if isinstance(t, torch.nn.Parameter) else m
+    names: dict[int, str] = {}
+    reals: dict[int, torch.Tensor] = {}
+    for _, _, t, name in homes:
+        names.setdefault(id(t), name)
+        reals[id(t)] = t
+    storages = {metas[i].untyped_storage()._cdata: name for i, name in names.items()}
+    storages |= {reals[i].untyped_storage()._cdata: name for i, name in names.items()
+                 if reals[i].layout == torch.strided}
+
+    def switch() -> None:
+        for store, key, t, _ in homes:
+            store[key] = metas[id(t)]
+
+    interp = _MetaInterpreter(gm, storages, switch, slack)
+    interp.aliases = [(name, t, t._version) for i, name in names.items() for t in (metas[i], reals[i])]
+    if slack <= 0:
+        switch()
+        interp.on_meta = True
+        inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+    try:
+        with torch.no_grad():
+            interp.run(*inputs)
+    except Exception:
+        for node in gm.graph.nodes:  # a partial run's shapes must not mix with the real run's
+            node.meta.pop("tensor_meta", None)
+            node.meta.pop("type", None)
+        return None
+    finally:
+        for store, key, t, _ in homes:
+            store[key] = t
+    return list(dict.fromkeys(name for name, t, version in interp.aliases if t._version != version))
 
 
 def run_with_node_context(gm: torch.fx.GraphModule, inputs: tuple[Any, ...], what: str) -> Any:
@@ -285,10 +455,10 @@ def _attribute_snapshot(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
 
 
 def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
-                  attrs_before: dict[str, dict[str, Any]]) -> list[str]:
+                  attrs_before: dict[str, dict[str, Any]], parameters: bool = True) -> list[str]:
     """What running forward on `copy_` changed: its attributes (against `attrs_before`, a snapshot of the
-    copy itself, since a deep copy need not keep every instance attribute) and its tensors (against
-    `original`, which the run did not touch)."""
+    copy itself, since a deep copy need not keep every instance attribute) and its buffers and (if
+    `parameters`) parameters (against `original`, which the run did not touch)."""
     found: list[str] = []
     for name, other in copy_.named_modules():
         if name not in attrs_before:
@@ -303,9 +473,11 @@ def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
             elif _simple(before[key]) and (not _simple(after[key]) or before[key] != after[key]):
                 found.append(f"forward changes the attribute self.{prefix}{key} "
                              f"({before[key]!r} -> {after[key]!r})")
-    theirs = dict(copy_.named_parameters(remove_duplicate=False)) | dict(copy_.named_buffers(remove_duplicate=False))
-    mine = dict(original.named_parameters(remove_duplicate=False)) | dict(
-        original.named_buffers(remove_duplicate=False))
+    theirs = dict(copy_.named_buffers(remove_duplicate=False))
+    mine = dict(original.named_buffers(remove_duplicate=False))
+    if parameters:
+        theirs |= dict(copy_.named_parameters(remove_duplicate=False))
+        mine |= dict(original.named_parameters(remove_duplicate=False))
     for key, t in mine.items():
         other = theirs.get(key)
         if other is None:
@@ -374,8 +546,15 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
             f"{type(model).__name__}.forward takes {n_placeholders} input(s) but {len(inputs)} example "
             "inputs were given; pass one tensor per forward argument"
         )
-    run_with_node_context(gm, inputs, "running the model on example_inputs")
-    effects = _side_effects(original, model, attrs_before)
+    modified = _propagate_on_meta(gm, inputs)
+    if modified is None:
+        run_with_node_context(gm, inputs, "running the model on example_inputs")
+        effects = _side_effects(original, model, attrs_before)
+    else:
+        # Symbolic tracing hands forward the real buffers (parameters become proxies): compare those.
+        effects = _side_effects(original, model, attrs_before, parameters=False)
+        effects += [f"forward modifies the tensor {name} in place" for name in modified
+                    if f"forward modifies the tensor {name} in place" not in effects]
     if effects:
         raise TraceError(
             f"{type(original).__name__}.forward has side effects the traced graph would not replay the same "
