@@ -18,7 +18,7 @@ from .graph import DependencyGraph, Group, Slot
 
 __all__ = ["Stats", "Criterion", "CRITERIA", "accumulate", "tensor_scores", "l1", "l2", "fpgm", "bn_scale",
            "apoz", "mean_activation",
-           "taylor"]
+           "taylor", "activation_taylor"]
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Stats:
         activation_sum: sum of the activation over every position but the channel dim, per channel.
         activation_zeros: how many of those positions were exactly zero, per channel.
         positions: how many positions each channel of a slot was summed over.
+        activation_taylor: per channel, sum over backward passes of |mean over positions of a * dL/da|
+            (Molchanov et al. 2017), at the same activations.
+        activation_backward: backward passes counted per activation slot.
         weight_taylor: per parameter qualname, sum over backward passes of (w * dL/dw)^2 (weight's shape).
         backward: backward passes counted.
     """
@@ -38,6 +41,8 @@ class Stats:
     activation_sum: dict[Slot, torch.Tensor] = field(default_factory=dict)
     activation_zeros: dict[Slot, torch.Tensor] = field(default_factory=dict)
     positions: dict[Slot, int] = field(default_factory=dict)
+    activation_taylor: dict[Slot, torch.Tensor] = field(default_factory=dict)
+    activation_backward: dict[Slot, int] = field(default_factory=dict)
     weight_taylor: dict[str, torch.Tensor] = field(default_factory=dict)
     backward: int = 0
 
@@ -166,6 +171,15 @@ def mean_activation(dg: DependencyGraph, group: Group, stats: Stats | None = Non
         stats, lambda s: stats.activation_sum[s].double() / stats.positions[s]))
 
 
+def activation_taylor(dg: DependencyGraph, group: Group, stats: Stats | None = None,
+                      slots: set[Slot] | None = None) -> torch.Tensor:
+    """First-order Taylor on activations: mean over backward passes of |mean over positions of a * dL/da|."""
+    if stats is None or not stats.activation_taylor:
+        raise ValueError("activation_taylor needs activations and their gradients: collect both with the probe pass")
+    return accumulate(dg, group, slots, lambda t, d: t, lambda s: stats.activation_taylor[s].double()
+                      / stats.activation_backward[s] if s in stats.activation_taylor else None)
+
+
 def taylor(dg: DependencyGraph, group: Group, stats: Stats | None = None,
            slots: set[Slot] | None = None) -> torch.Tensor:
     """First-order Taylor: sum over backward passes of (w * dL/dw)^2, summed over what a channel owns."""
@@ -180,4 +194,5 @@ _W, _A, _G = frozenset({"weights"}), frozenset({"activations"}), frozenset({"gra
 CRITERIA: dict[str, Criterion] = {
     "l1": Criterion(l1, _W), "l2": Criterion(l2, _W), "fpgm": Criterion(fpgm, _W), "bn_scale": Criterion(bn_scale, _W),
     "apoz": Criterion(apoz, _A), "mean_activation": Criterion(mean_activation, _A), "taylor": Criterion(taylor, _G),
+    "activation_taylor": Criterion(activation_taylor, _A | _G),
 }

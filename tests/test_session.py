@@ -147,6 +147,15 @@ def test_probe_statistics_equal_hand_computed_ones(frontend: str) -> None:
         F.mse_loss(model(x), y).backward()
         taylor += (model.conv.weight * model.conv.weight.grad).double().square()
     torch.testing.assert_close(stats.weight_taylor["conv.weight"], taylor)
+    act_taylor = torch.zeros(3, dtype=torch.float64)  # activation gradients: |mean over positions of a * dL/da|
+    for x, y in batches:
+        a = torch.relu(model.conv(x))
+        a.retain_grad()
+        F.mse_loss(model.out(a), y).backward()
+        act_taylor += (a * a.grad).transpose(0, 1).reshape(3, -1).double().mean(1).abs().detach()
+    (slot,) = stats.activation_taylor
+    assert stats.activation_backward[slot] == 3
+    torch.testing.assert_close(stats.activation_taylor[slot], act_taylor)
     assert all(p.grad is None for p in session.model.parameters()), "collect leaves no gradient behind"
     assert not any("probe" in n.name for n in session.model.graph.nodes), "probes are removed"
     # the criteria read these statistics: APoZ keeps the channel with the fewest zeros

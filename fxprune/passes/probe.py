@@ -4,7 +4,8 @@ Pre:  a shape-annotated GraphModule (fx or torch.export front end), its Dependen
       points to observe: `(node name, channel dim)` for activations, parameter qualnames for gradients.
 Post: (`insert_probes`) every observed node is followed by a `call_module` to a `Probe` (registered
       as `fxprune_probe_<i>`) that returns its input unchanged and, while the graph runs, adds the
-      per-channel sum and count of zeros of the activation into a `Stats` (up to `limit` batches);
+      per-channel sum and count of zeros of the activation into a `Stats` (up to `limit` batches), and,
+      when a backward pass reaches it, |mean of a * dL/da| per channel (activation gradients);
       every observed parameter gets a post-accumulate-grad hook adding (w * dL/dw)^2 (up to `limit`
       backward passes). Probes change no value and no gradient. `remove_probes` takes every probe
       node, module and hook out again (the speedup pass never sees them).
@@ -33,14 +34,31 @@ class Probe(torch.nn.Module):
 
     def __init__(self, slot: Slot, stats: Stats, limit: int | None) -> None:
         super().__init__()
-        self.slot, self.stats, self.limit, self.seen = slot, stats, limit, 0
+        self.slot, self.stats, self.limit, self.seen, self.seen_backward = slot, stats, limit, 0, 0
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        return t.movedim(self.slot.dim, 0).reshape(t.shape[self.slot.dim], -1)
+
+    def _gradient(self, a: torch.Tensor, grad: torch.Tensor) -> None:
+        """dL/da arrived for an observed activation: add |mean over positions of a * dL/da| per channel."""
+        if self.limit is not None and self.seen_backward >= self.limit:
+            return
+        self.seen_backward += 1
+        with torch.no_grad():
+            value = self._rows(a * grad).double().mean(1).abs()
+            prev = self.stats.activation_taylor.get(self.slot)
+            self.stats.activation_taylor[self.slot] = value if prev is None else prev + value
+            self.stats.activation_backward[self.slot] = self.seen_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():  # activation gradients, when a backward comes
+            a = x.detach()
+            x.register_hook(lambda grad: self._gradient(a, grad))
         if self.limit is None or self.seen < self.limit:
             self.seen += 1
             self.stats.batches = max(self.stats.batches, self.seen)
             with torch.no_grad():
-                per_channel = x.detach().movedim(self.slot.dim, 0).reshape(x.shape[self.slot.dim], -1)
+                per_channel = self._rows(x.detach())
                 s, zeros = per_channel.double().sum(1), (per_channel == 0).sum(1)
                 if self.slot in self.stats.activation_sum:
                     self.stats.activation_sum[self.slot] += s
