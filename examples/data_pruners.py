@@ -87,16 +87,7 @@ def make_pruner(name: str, model: torch.nn.Module, data: datasets.ImageData, see
 def fine_tune(model: torch.nn.Module, batches: datasets.Batches, lr: float = FT_LR) -> None:
     """One epoch of Adam whose learning rate falls linearly from `lr` to 0 over the epoch's steps (without the
     decay, where the epoch stops is noise: the unpruned model itself moves by up to 2 points)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = len(batches)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
-    model.train()
-    for x, y in batches:
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        schedule.step()
-    model.eval()
+    training.train(model, batches, 1, lr, decay="linear", desc="fine-tuning")
 
 
 def _ft_batches(data: datasets.ImageData, seed: int) -> datasets.Batches:

@@ -186,16 +186,7 @@ def test_slim_seed_snippet_with_sparsity_key_in_global_mode(digits):
 def _fine_tune_one_epoch(model: nn.Module) -> None:
     """Issue 9's "one epoch of fine-tuning": batch 16, Adam 3e-3 decaying linearly to 0 over the epoch (as
     `examples/data_pruners.py`)."""
-    batches = digits_batches(16)[0]
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / len(batches))
-    model.train()
-    for x, y in batches:
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        schedule.step()
-    model.eval()
+    fxprune.training.train(model, digits_batches(16)[0], 1, 3e-3, decay="linear", desc="fine-tuning")
 
 
 @pytest.mark.slow
