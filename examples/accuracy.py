@@ -1,6 +1,6 @@
 """Accuracy of every pruning algorithm on real data and real weights: writes ACCURACY.md and its figures.
 
-    PYTHONPATH=. python examples/accuracy.py                  # the full run (about 20 minutes on 2 cores)
+    PYTHONPATH=. python examples/accuracy.py          # the full run (not timed since every algorithm landed)
     PYTHONPATH=. python examples/accuracy.py --quick --out /tmp/acc   # checks the pipeline in about 2 minutes
 
 Three cases, each skipped with the install line when its data is missing:
