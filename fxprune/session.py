@@ -396,6 +396,11 @@ class Session:
                 if batches is not None and i >= batches:
                     break
                 inputs, target = split_batch(batch)
+                if not isinstance(inputs[0], dict) and len(inputs) != len(self.example_inputs):
+                    raise InputError(
+                        f"collect: batch {i} gives {len(inputs)} model input(s), but the model was traced with "
+                        f"{len(self.example_inputs)}: batches are `x`, `(x, y)` or a dict of keyword inputs; for a "
+                        "model with several inputs pass dicts, or run your own loop inside session.probe(...)")
                 with torch.set_grad_enabled("gradients" in needs):
                     out = _call(self.model, inputs)
                     if "gradients" in needs:
