@@ -65,10 +65,15 @@ def test_tied_weights_stay_tied_and_are_sliced_once() -> None:
 def test_level_report_counts_macs_of_masked_layers() -> None:
     """Found by the fuzzer: with Level, macs_before was 0, because the report looked up the rule of the
     parametrized class (ParametrizedConv2d) the mask pass creates, and no rule has that spelling."""
+    torch.manual_seed(0)
     x = torch.randn(2, 3, 8, 8)
     dense = _compile(Net().eval(), {"pruner": "l1", "sparsity": 0.0}, x).report
     level = _compile(Net().eval(), {"pruner": "level", "sparsity": 0.5}, x).report
-    assert level.macs_before == level.macs_after == dense.macs_before > 0
+    assert level.macs_before == dense.macs_before > 0
+    if any("all-zero weights" in note for note in level.notes):  # speedup removed a channel Level emptied
+        assert 0 < level.macs_after < level.macs_before
+    else:
+        assert level.macs_after == level.macs_before
 
 
 class _SplitComputedSizes(nn.Module):
