@@ -309,6 +309,7 @@ def test_unknown_criterion_is_an_error() -> None:
 # -- layering -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone_without_a_cycle() -> None:
     """Import each module of the package first, in a fresh interpreter state: a cycle shows up as an
     ImportError (partially initialised module) for some entry point."""
