@@ -23,7 +23,11 @@ def _cases() -> list[tuple[str, str]]:
     return [(name, pruner) for name in FAMILY for pruner in PRUNERS]
 
 
-@pytest.mark.parametrize(("name", "pruner"), _cases())
+FAST = {"resnet18", "densenet_small", "shufflenet_v2_small"}  # the fast loop's share; CI runs every family
+
+
+@pytest.mark.parametrize(("name", "pruner"), [c if c[0] in FAST else pytest.param(*c, marks=pytest.mark.slow)
+                                              for c in _cases()])
 def test_bit_identical_to_one_shot_compiler(name: str, pruner: str) -> None:
     golden = json.loads(GOLDEN.read_text())
     assert digest(name, {"pruner": pruner, "sparsity": 0.5}) == golden[f"{name}/{pruner}"]

@@ -172,6 +172,7 @@ def test_hf_decoder_written_back_generates_like_the_masked_model(factory, config
         assert "cannot describe the pruned shapes" in notes and "fxprune.save" in notes
 
 
+@pytest.mark.slow  # Hugging Face models: seconds each
 def test_llama_config_follows_uniform_pruning() -> None:
     torch.manual_seed(0)
     model = _llama().eval()
@@ -182,6 +183,7 @@ def test_llama_config_follows_uniform_pruning() -> None:
     assert attn.num_key_value_groups == 2 and model.model.layers[0].mlp.intermediate_size == 32
 
 
+@pytest.mark.slow  # Hugging Face models: seconds each
 def test_bert_classifier_written_back(tmp_path) -> None:
     torch.manual_seed(0)
     model = _bert().eval()
@@ -201,6 +203,7 @@ def test_bert_classifier_written_back(tmp_path) -> None:
     assert _round_trip(model, ids, tmp_path) == 0.0
 
 
+@pytest.mark.slow  # Hugging Face models: seconds each
 def test_non_uniform_pruning_is_reported() -> None:
     torch.manual_seed(0)
     model = _llama().eval()
