@@ -36,7 +36,7 @@ from .graph import BuildOptions, DependencyGraph, Slot, op_name, spelling
 from .importance import CRITERIA, Stats
 from .latency import cost_model
 from .layers import Layer, select_layers
-from .masks import Masks, compute_masks, magnitude_masks, promote_zero_channels
+from .masks import Masks, Scorer, compute_masks, magnitude_masks, promote_zero_channels
 from .passes.mask import WeightMask, insert_masks, update_masks
 from .passes.probe import insert_probes, remove_probes
 from .passes.speedup import detach_shared, new_shapes, speedup_pass
@@ -263,6 +263,20 @@ class Session:
                 for name, keep in self.masks.weights.items():
                     masks.weights[name] = masks.weights.get(name, keep) & keep
             return masks
+        score = self.scorer(criterion, stats)
+        previous = self.masks if shrink_only else None
+        if cfg.budget is not None:  # channels by importance per unit of a resource (fxprune.budget)
+            return budget_masks(self.graph, cfg, layers, score, cost_model(next(iter(cfg.budget)), self.graph),
+                                previous)
+        return compute_masks(self.graph, cfg, layers, score, previous)
+
+    def scorer(self, criterion: str, stats: Stats | None = None) -> Scorer:
+        """The criterion bound to this session's graph and statistics: `score(group, slots)`, as
+        `fxprune.masks.compute_masks` takes it.
+
+        Raises:
+            FxPruneError: an unknown criterion, or one that needs statistics `stats` does not hold.
+        """
         if criterion not in CRITERIA:
             raise FxPruneError(f"unknown criterion {criterion!r}; known: magnitude, {', '.join(CRITERIA)}")
         crit = CRITERIA[criterion]
@@ -276,11 +290,7 @@ class Session:
         def score(group: Any, slots: Any) -> torch.Tensor:
             return crit.fn(self.graph, group, stats, slots if own else None)
 
-        previous = self.masks if shrink_only else None
-        if cfg.budget is not None:  # channels by importance per unit of a resource (fxprune.budget)
-            return budget_masks(self.graph, cfg, layers, score, cost_model(next(iter(cfg.budget)), self.graph),
-                                previous)
-        return compute_masks(self.graph, cfg, layers, score, previous)
+        return score
 
     # -- applying --------------------------------------------------------------------------------
     def apply(self, masks: Masks, *, shrink_only: bool = True) -> None:

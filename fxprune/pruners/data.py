@@ -74,13 +74,7 @@ def score_masks(session: Session, criterion: str, stats: Stats | None, layers: l
     dg, cfg = session.graph, session.config if config is None else config
     if layers is None:
         layers = session.layers if config is None else select_layers(dg, config)
-    crit = CRITERIA[criterion]
-
-    def score(group: Any, slots: Any) -> torch.Tensor:
-        # activations live at the activation node after the layer, not in the layer's weight slot: only the
-        # layers' own activations are probed, so the whole group is what NNI's normal mode sees
-        return crit.fn(dg, group, stats, None if "activations" in crit.needs else slots)
-
+    score = session.scorer(criterion, stats)
     pooled = cfg.ranks_globally or any(layer.rule is not None and layer.rule.total_sparsity is not None
                                        for layer in layers)
     if not (raw_global and pooled):
