@@ -7,17 +7,24 @@ Two families, made deep enough to reach the node count: residual conv blocks (co
 ReLU, 16 channels, 8x8 input) and pre-norm transformer blocks (LayerNorm, qkv Linear split into 4 heads,
 softmax attention, projection, GELU MLP; width 32, 8 tokens). Narrow layers on small inputs keep the forward
 cheap, so the time measured is fxprune's own work per node. Per model: graph nodes, compile seconds
-(L1, 50%, verification included) by pass, seconds per 1000 nodes, and the peak Python memory that compile
-allocates (tracemalloc: torch's tensor storage is not counted, the graph and bookkeeping are).
+(L1, 50%, verification included) by pass, seconds per 1000 nodes, and how much the process's peak resident
+memory grows during the compile. Each model compiles in its own process (after a small warm-up compile that
+pays torch's lazy imports), so one row's peak memory and garbage do not carry into the next.
+
+Memory is read from the process's peak RSS (`resource.getrusage`), not from `tracemalloc`: tracing every
+allocation slows the forwards of a graph this large by an order of magnitude (verify went from 0.3 s to 78 s
+on a 6k-node graph), so it would measure the tracer, not fxprune.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 import time
-import tracemalloc
 import warnings
 from pathlib import Path
 from typing import Any
@@ -100,30 +107,35 @@ def _depth_for(kind: str, nodes: int) -> int:
 
 
 def measure(kind: str, nodes: int) -> dict[str, Any]:
-    """Compile a `kind` model of about `nodes` graph nodes; seconds by pass and peak traced memory."""
+    """Compile a `kind` model of about `nodes` graph nodes in this process; seconds by pass and the growth of
+    the peak resident memory (MB) during the compile."""
     factory, shape = _KINDS[kind]
     depth = _depth_for(kind, nodes)
     torch.manual_seed(0)
     model, x = factory(depth).eval(), torch.randn(*shape)
-    tracemalloc.start()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = fxprune.compile(model, {"pruner": "l1", "sparsity": 0.5}, x)
     total = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    n = len(result.masked_model.graph.nodes) - sum(1 for nd in result.masked_model.graph.nodes
-                                                   if nd.meta.get("fxprune_mask"))
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # Linux reports KB
+    n = len(result.model.graph.nodes)  # the traced graph's nodes (the masked one adds two per mask)
     return {"kind": kind, "depth": depth, "nodes": n, "total": total, "timings": dict(result.report.timings),
-            "peak_mb": peak / 2**20}
+            "peak_mb": peak_kb / 1024}
+
+
+def _measure_in_child(kind: str, nodes: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--one", f"{kind}:{nodes}"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     passes = list(rows[0]["timings"])
-    lines = [f"Load average {os.getloadavg()[0]:.1f} at the end. L1, 50%, verification included; tracemalloc on "
-             "(it slows Python by about 1.5-2x, the same for every row).", "",
-             "| model | blocks | nodes | total s | s per 1k nodes | " + " | ".join(passes) + " | peak MB (Python) |",
+    lines = [f"Load average {os.getloadavg()[0]:.1f} at the end. L1, 50%, verification included; one process per "
+             "row.", "",
+             "| model | blocks | nodes | total s | s per 1k nodes | " + " | ".join(passes) + " | peak RSS growth MB |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(passes) + "---:|"]
     for r in rows:
         lines.append(f"| {r['kind']} | {r['depth']} | {r['nodes']} | {r['total']:.1f} | "
@@ -136,10 +148,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", default="1000,5000,10000")
     parser.add_argument("--kinds", default="conv,transformer")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # KIND:NODES, one row as JSON (the child process)
     args = parser.parse_args()
-    for kind in args.kinds.split(","):  # first compile in a process pays torch's lazy imports: not per node
-        measure(kind, 50)
-    rows = [measure(kind, int(n)) for kind in args.kinds.split(",") for n in args.nodes.split(",")]
+    if args.one:
+        kind, nodes = args.one.split(":")
+        measure(kind, 50)  # the first compile in a process pays torch's lazy imports: not per node
+        print(json.dumps(measure(kind, int(nodes))))
+        return
+    rows = []
+    for kind in args.kinds.split(","):
+        for n in args.nodes.split(","):
+            rows.append(_measure_in_child(kind, int(n)))
+            print(f"{kind} {rows[-1]['nodes']} nodes: {rows[-1]['total']:.1f} s", file=sys.stderr)
     print(to_markdown(rows))
 
 

@@ -8,7 +8,6 @@ and `speedup(masked_model, masks, x)` removes what a pruner's `compress()` maske
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import torch
@@ -42,9 +41,8 @@ def compile(model: torch.nn.Module, config: Any, example_inputs: Any) -> Compile
         >>> print(result.report)
     """
     session = prepare(model, config, example_inputs)
-    start = time.perf_counter()
-    run_algorithm(session)
-    session.timings["masks"] = time.perf_counter() - start
+    with session.timed("masks"):
+        run_algorithm(session)
     return session.finish()
 
 

@@ -16,7 +16,8 @@ from .config import Config, RuleConfig
 from .graph import DependencyGraph, Group, Slot
 from .layers import Layer
 
-__all__ = ["Masks", "compute_masks", "magnitude_masks", "promote_zero_channels", "Scorer", "keep_largest"]
+__all__ = ["Masks", "compute_masks", "magnitude_masks", "magnitude_keep", "current_weight", "promote_zero_channels",
+           "Scorer", "keep_largest"]
 
 #: scores for one group: (group, slots or None for the whole group) -> one score per channel, higher = keep
 Scorer = Callable[[Group, "set[Slot] | None"], torch.Tensor]
@@ -198,41 +199,49 @@ def _global_keep(masks: Masks, dg: DependencyGraph, sparsity: float,
 def magnitude_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer]) -> Masks:
     """Unstructured magnitude masks (Level) on each selected layer's weight (per layer, or global)."""
     masks = Masks(dg)
+    masks.weights.update(magnitude_keep(dg.gm, cfg, layers))
+    return masks
+
+
+def magnitude_keep(module: torch.nn.Module, cfg: Config, layers: list[Layer]) -> dict[str, torch.Tensor]:
+    """Level's keep mask per selected layer's weight of `module` (a traced graph or the user's own model):
+    `{weight qualname: bool tensor}`, per layer or over a pool of layers ranked globally."""
+    keep: dict[str, torch.Tensor] = {}
     chosen = [lay for lay in layers if not lay.excluded]
     pools: dict[int, list[Layer]] = {}
     for layer in chosen:
-        weight = _weight(dg.gm, layer.slot.tensor[1:]).detach().abs()
+        weight = current_weight(module, layer.slot.tensor[1:]).detach().abs()
         if layer.rule.total_sparsity is not None or cfg.ranks_globally:
             pools.setdefault(id(layer.rule), []).append(layer)
             continue
-        masks.weights[layer.slot.tensor[1:]] = keep_largest(weight, layer.rule.sparsity)
+        keep[layer.slot.tensor[1:]] = keep_largest(weight, layer.rule.sparsity)
     for members in pools.values():
-        weights = [_weight(dg.gm, m.slot.tensor[1:]).detach().abs() for m in members]
+        weights = [current_weight(module, m.slot.tensor[1:]).detach().abs() for m in members]
         flat = torch.cat([w.flatten() for w in weights])
         k = int(math.floor(members[0].rule.target * flat.numel()))
         threshold = flat.kthvalue(k).values if k > 0 else -1.0
         for m, w in zip(members, weights):
-            masks.weights[m.slot.tensor[1:]] = w > threshold
+            keep[m.slot.tensor[1:]] = w > threshold
     by_tensor: dict[int, list[str]] = {}  # tied weights: one tensor, one mask (zero what any name zeroes)
-    for name in masks.weights:
-        by_tensor.setdefault(id(_weight(dg.gm, name, original=True)), []).append(name)
+    for name in keep:
+        by_tensor.setdefault(id(current_weight(module, name, original=True)), []).append(name)
     for names in by_tensor.values():
         if len(names) > 1:
-            keep = torch.stack([masks.weights[n] for n in names]).all(0)
+            tied = torch.stack([keep[n] for n in names]).all(0)
             for n in names:
-                masks.weights[n] = keep
-    return masks
+                keep[n] = tied
+    return keep
 
 
-def _weight(gm: torch.nn.Module, name: str, original: bool = False) -> torch.Tensor:
+def current_weight(module: torch.nn.Module, name: str, original: bool = False) -> torch.Tensor:
     """A weight by qualname; once a session masked it (a parametrization), its masked value, so the weights
     an earlier step removed are zeros, the smallest, and count towards the sparsity (`original`: the
     stored parameter, to tell tied weights apart)."""
     owner, _, attr = name.rpartition(".")
-    module = gm.get_submodule(owner)
-    if parametrize.is_parametrized(module, attr):
-        return module.parametrizations[attr].original if original else getattr(module, attr)
-    return gm.get_parameter(name)
+    owner_module = module.get_submodule(owner)
+    if parametrize.is_parametrized(owner_module, attr):
+        return owner_module.parametrizations[attr].original if original else getattr(owner_module, attr)
+    return module.get_parameter(name)
 
 
 def keep_largest(weight: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -17,6 +17,7 @@ small model computes what the masked one does.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -357,6 +358,10 @@ class Session:
                     if p.requires_grad and q not in grads:
                         grads.append(q)
         return acts, grads
+
+    def timed(self, step: str) -> contextlib.AbstractContextManager[None]:
+        """Add the time spent inside the `with` block to the report's timings under `step`."""
+        return _timed(self.timings, step)
 
     @contextmanager
     def probe(self, needs: Iterable[str] = ("activations",), batches: int | None = None) -> Iterator[Stats]:

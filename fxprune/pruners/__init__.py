@@ -8,7 +8,7 @@ on a session (what `fxprune.compile` calls).
 | weights: level, l1, l2, fpgm | `oneshot` |
 | data: apoz, mean_activation, taylorfo | `data` |
 | training: admm, movement | `training` |
-| training: slim | `slim` (through `RUNNERS`: an algorithm with a runner of its own, ahead of its family's) |
+| training: slim | `slim` (its own runner: its sparsity is global over BN scales) |
 | iterative: linear, agp, lottery | `iterative` (`fxprune.iterate`; a schedule of rounds, not `compile`) |
 | search: sa, netadapt, sensitivity | `search` (need an evaluator: their classes, not `compile`) |
 | search: amc | `amc` |
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..catalog import ALGORITHMS
 from ..errors import ConfigError
 from ..session import Session
 from .amc import AMCPruner
@@ -32,25 +33,25 @@ from .search import NetAdaptPruner, SensitivityPruner, SimulatedAnnealingPruner
 from .slim import SlimPruner, run_slim
 from .training import ADMMPruner, MovementPruner, run_training
 
-__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "FAMILIES",
-           "RUNNERS", "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
+__all__ = ["Pruner", "LevelPruner", "L1NormPruner", "L2NormPruner", "FPGMPruner", "run_algorithm", "RUNNERS",
+           "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner", "SlimPruner",
            "ADMMPruner", "MovementPruner", "TorchEvaluator", "SimulatedAnnealingPruner", "NetAdaptPruner",
            "SensitivityPruner", "AMCPruner", "LinearPruner", "AGPPruner", "LotteryTicketPruner", "iterate",
            "AutoCompressPruner"]
 
-#: catalogue family -> how a session runs it
-FAMILIES: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data, "training": run_training}
-#: algorithm name -> its own runner, ahead of its family's (one algorithm of a family another module runs)
-RUNNERS: dict[str, Callable[[Session], None]] = {"slim": run_slim}
+_BY_FAMILY: dict[str, Callable[[Session], None]] = {"weights": run_weights, "data": run_data,
+                                                    "training": run_training}
+#: algorithm name -> how a session runs it: every algorithm `fxprune.compile` can run, and nothing else
+RUNNERS: dict[str, Callable[[Session], None]] = {
+    **{name: _BY_FAMILY[a.family] for name, a in ALGORITHMS.items() if a.family in _BY_FAMILY},
+    "slim": run_slim,  # its sparsity is one global threshold over the BN scales, not its family's per-group cut
+}
 
 
 def run_algorithm(session: Session) -> None:
     """Run the session config's algorithm between prepare and finish (masks computed and applied)."""
-    if session.config.pruner in RUNNERS:
-        RUNNERS[session.config.pruner](session)
-        return
-    family = session.config.algorithm.family
-    if family not in FAMILIES:
-        raise ConfigError(f"config['pruner'] = {session.config.pruner!r}: its family {family!r} does not run "
-                          "through fxprune.compile in this build; use its NNI class in fxprune.pruners")
-    FAMILIES[family](session)
+    name = session.config.pruner
+    if name not in RUNNERS:
+        raise ConfigError(f"config['pruner'] = {name!r}: a {session.config.algorithm.family} algorithm does not "
+                          "run through fxprune.compile; use its NNI class in fxprune.pruners")
+    RUNNERS[name](session)

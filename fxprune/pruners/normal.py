@@ -11,7 +11,7 @@ What NNI's basic pruners do in `mode='normal'`, on the user's module as it is:
   `Scaling(kernel_size=[1])`), Level each weight element by magnitude;
 - each layer loses its `int(sparsity * n)` lowest-scored channels (or weights); a `total_sparsity` entry is per
   layer too, as NNI's normal allocator reads it, except for Level, which ranks its weights across the entry's
-  layers (`fxprune.masks.magnitude_masks`);
+  layers (`fxprune.masks.magnitude_keep`);
 - channel masks cover the weight and the bias (`{'weight': ..., 'bias': ...}`), Level masks the weight only.
 
 These masks know nothing of the layers' couplings (a residual add, a concat): `fxprune.speedup` /
@@ -27,25 +27,9 @@ import torch
 from ..config import Config
 from ..importance import tensor_scores
 from ..layers import Layer, assign_rules, module_layers
-from ..masks import keep_largest, magnitude_masks
+from ..masks import current_weight, keep_largest, magnitude_keep
 
 __all__ = ["normal_masks"]
-
-
-class _Weights:
-    """`get_parameter` by qualname on the user's module, also through a parametrization (a model masked before)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.gm = model  # what `magnitude_masks` reads weights from (through parametrizations too)
-        self.model = model
-        self._seen: dict[str, torch.Tensor] = {}  # one object per name: magnitude_masks finds tied weights by id
-
-    def get_parameter(self, name: str) -> torch.Tensor:
-        if name not in self._seen:
-            owner, _, attr = name.rpartition(".")
-            with torch.no_grad():
-                self._seen[name] = getattr(self.model.get_submodule(owner), attr)
-        return self._seen[name]
 
 
 def normal_masks(model: torch.nn.Module, cfg: Config) -> dict[str, dict[str, torch.Tensor]]:
@@ -59,25 +43,25 @@ def normal_masks(model: torch.nn.Module, cfg: Config) -> dict[str, dict[str, tor
         `{layer: {'weight': 0/1 float mask, 'bias': ...}}` for every selected layer (all ones where nothing goes).
     """
     layers = [lay for lay in assign_rules(module_layers(model), cfg) if not lay.excluded]
-    weights = _Weights(model)
-    if cfg.pruner == "level":
-        keep = magnitude_masks(weights, cfg, layers).weights  # type: ignore[arg-type]
-        return {lay.name: {"weight": keep[lay.weight].to(_dtype(weights, lay))} for lay in layers}
-    return {lay.name: _channel_masks(model, weights, lay, cfg.pruner) for lay in layers}
+    with torch.no_grad():
+        if cfg.pruner == "level":
+            keep = magnitude_keep(model, cfg, layers)
+            return {lay.name: {"weight": keep[lay.weight].to(_dtype(model, lay))} for lay in layers}
+        return {lay.name: _channel_masks(model, lay, cfg.pruner) for lay in layers}
 
 
-def _dtype(weights: _Weights, layer: Layer) -> torch.dtype:
-    w = weights.get_parameter(layer.weight)
+def _dtype(model: torch.nn.Module, layer: Layer) -> torch.dtype:
+    w = current_weight(model, layer.weight)
     return w.dtype if w.is_floating_point() else torch.float32
 
 
-def _channel_masks(model: torch.nn.Module, weights: _Weights, layer: Layer, criterion: str) -> dict[str, Any]:
-    weight = weights.get_parameter(layer.weight).detach()
+def _channel_masks(model: torch.nn.Module, layer: Layer, criterion: str) -> dict[str, Any]:
+    weight = current_weight(model, layer.weight).detach()
     dim = layer.slot.dim
     keep = keep_largest(tensor_scores(criterion, weight, dim), layer.rule.target)  # type: ignore[union-attr]
     view = [1] * weight.dim()
     view[dim] = -1
-    dtype = _dtype(weights, layer)
+    dtype = _dtype(model, layer)
     out = {"weight": keep.view(view).expand_as(weight).to(dtype).clone()}
     bias = getattr(model.get_submodule(layer.name), "bias", None)
     if isinstance(bias, torch.Tensor) and bias.shape == keep.shape:
