@@ -397,8 +397,8 @@ def test_v1_bad_calls() -> None:
     with pytest.raises(ConfigError, match="the same number"):
         LotteryTicketPruner(model, [{"prune_iterations": 2, "sparsity": 0.5, "op_types": ["Conv2d"]},
                                     {"prune_iterations": 3, "sparsity": 0.5, "op_types": ["Linear"]}], opt)
-    with pytest.raises(ConfigError, match="v1 runs level, l1, l2, fpgm.*pruning_params"):
-        AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], opt, "taylorfo")
+    with pytest.raises(ConfigError, match="'admm' is not one of level, l1"):
+        AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], opt, "admm")
 
 
 # -- accuracy: gradual beats one-shot at the same fine-tuning budget ----------------------------

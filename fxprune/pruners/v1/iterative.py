@@ -17,12 +17,21 @@ masks every parameter of a removed channel's group (the conv's filter, its Batch
 input slice), so the masked model computes exactly what the pruned one will: `pruner.speedup()` returns it,
 verified. Scoring runs on a traced copy (`fxprune.prepare`) whose weights are refreshed from your model
 before each update; example inputs come from `dummy_input=` or your model's first forward call.
+
+AGP's data-driven algorithms take their statistics from your training, as NNI v1's maskers did:
+`taylorfo` sums (w * dL/dw)^2 over every backward pass of your loop since the previous mask update (a
+post-accumulate-grad hook on each parameter); `apoz` and `mean_activation` replay the inputs of the last
+`statistics_batch_num` forward calls of your model on the traced copy at the update (your weights and
+training flags then), and read the activation that really follows each layer; `slim` ranks the selected
+BatchNorm layers' |gamma| (NNI v1 crashed on it with a KeyError on 'sparsity', #3900). An update whose
+statistics are not there yet (no batch or backward pass since the last one) waits for the next optimizer step.
 """
 
 from __future__ import annotations
 
 import copy
 import numbers
+from collections import deque
 from typing import Any
 
 import torch
@@ -30,8 +39,11 @@ import torch.nn.utils.parametrize as parametrize
 
 from ...catalog import ALGORITHMS
 from ...errors import ConfigError, FxPruneError, InputError
+from ...importance import CRITERIA, Stats
 from ...masks import Masks
 from ...passes.mask import MASK_PREFIX, WeightMask
+from ...passes.probe import taylor_hook
+from ...passes.trace import set_training
 from ...schedules import agp_epoch
 from ...session import CompileResult, Session, prepare
 from ..iterative import NNI_ALGORITHMS, inner_config, rewind, round_rules, sizes, snapshot
@@ -109,11 +121,16 @@ class _V1Pruner:
             p.copy_(value)
 
     # -- masks -----------------------------------------------------------------------------------
+    def _statistics(self, session: Session) -> Stats | None:
+        """What the algorithm's criterion needs beyond the weights, from the user's training (None: weights only)."""
+        return None
+
     def _update(self, targets: list[float]) -> None:
         """Masks for these per-rule sparsities (masked weights stay masked), written onto the user's model."""
         session = self._scoring_session()
         self._sync(session)
-        masks = session.compute_masks(config=round_rules(session, targets, self._n0, relative=False))
+        masks = session.compute_masks(config=round_rules(session, targets, self._n0, relative=False),
+                                      stats=self._statistics(session))
         session.masks = masks  # the copy never runs: these only make the next step shrink from here
         self.masks = masks
         for layer, params in masks.to_nni().items():
@@ -152,23 +169,21 @@ class AGPPruner(_V1Pruner):
     next `optimizer.step()`.
 
     Config keys per entry: `final_sparsity` (required), `initial_sparsity` (0), `start_epoch` (0),
-    `end_epoch` (1), `frequency` (1), plus `op_types`/`op_names`.
+    `end_epoch` (1), `frequency` (1), plus `op_types`/`op_names`. `statistics_batch_num`: the forward calls
+    whose activations `apoz` / `mean_activation` score (the last ones before each update).
     """
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict[str, Any]], optimizer: torch.optim.Optimizer,
-                 pruning_algorithm: str = "level", *, dummy_input: Any = None) -> None:
+                 pruning_algorithm: str = "level", *, dummy_input: Any = None, statistics_batch_num: int = 1) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise InputError("AGPPruner (v1) needs the optimizer you train with (its step() triggers the mask "
                              f"updates), got {type(optimizer).__name__}")
         if pruning_algorithm not in _V1_AGP_ALGORITHMS:
             raise ConfigError(f"pruning_algorithm={pruning_algorithm!r} is not one of {', '.join(_V1_AGP_ALGORITHMS)}")
-        if ALGORITHMS[pruning_algorithm].family != "weights":
-            raise ConfigError(f"pruning_algorithm={pruning_algorithm!r}: NNI v1's AGPPruner collects its statistics "
-                              "inside your optimizer steps, which this build does not do (v1 runs level, l1, l2, "
-                              "fpgm); "
-                              "NNI v2's form schedules it: fxprune.pruners.AGPPruner(model, config_list, "
-                              f"{pruning_algorithm!r}, total_iteration, finetuner=..., pruning_params={{'trainer': "
-                              "trainer, 'traced_optimizer': optimizer, 'criterion': criterion, ...}})")
+        criterion = ALGORITHMS[pruning_algorithm].criterion
+        self._needs = CRITERIA[criterion].needs - {"weights"} if criterion in CRITERIA else frozenset()
+        self._recent: deque[tuple[Any, ...]] = deque(maxlen=_int(statistics_batch_num, "statistics_batch_num", 1))
+        self._gradients, self._backward = Stats(), [0]
         self.schedule = [self._entry(e, i) for i, e in enumerate(config_list)]
         rules = [{"sparsity": s["final_sparsity"], **_selection(e)} if not e.get("exclude") else _selection(e)
                  for s, e in zip(self.schedule, config_list)]
@@ -208,6 +223,7 @@ class AGPPruner(_V1Pruner):
     def compress(self) -> torch.nn.Module:
         """Hook the optimizer's step (masks follow it) and return your model (NNI v1)."""
         self._watch_inputs()
+        self._watch_statistics()
         if not getattr(self.optimizer.step, "_fxprune_agp", False):
             step = self.optimizer.step
 
@@ -235,15 +251,58 @@ class AGPPruner(_V1Pruner):
             out.append(t)
         return out
 
+    def _watch_statistics(self) -> None:
+        """Hooks on your model for the criterion's statistics (once): its inputs, or its weight gradients."""
+        if getattr(self, "_watching", False):
+            return
+        self._watching = True
+        model = self.model
+        if "activations" in self._needs:
+            def remember(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+                if module is model:  # the traced copy carries this hook: its own runs are not your batches
+                    self._recent.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+
+            model.register_forward_pre_hook(remember)
+        if "gradients" in self._needs:
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.register_post_accumulate_grad_hook(taylor_hook(name, self._gradients, None, self._backward))
+
+    def _statistics(self, session: Session) -> Stats | None:
+        if "gradients" in self._needs:
+            return self._gradients
+        if "activations" in self._needs:
+            flags = {name: m.training for name, m in self.model.named_modules()}
+            before = set_training(session.model, flags)  # BatchNorm in your mode, as your forward calls ran
+            try:
+                with session.probe(("activations",)) as stats, torch.no_grad():
+                    for args in self._recent:
+                        session.model(*args)
+            finally:
+                set_training(session.model, before)
+            return stats
+        return None
+
+    def _has_statistics(self) -> bool:
+        if "gradients" in self._needs:
+            return self._gradients.backward > 0
+        return "activations" not in self._needs or bool(self._recent)
+
     def _on_step(self) -> None:
         if not self._dirty or self._inputs is None:
             return
-        self._dirty = False
         targets = self.targets(self.now_epoch)
         if targets is None or targets == self._current:
+            self._dirty = False
             return
+        if not self._has_statistics():  # no batch of your training since the last update: wait for one
+            return
+        self._dirty = False
         self._current = targets
         self._update(targets)
+        self._recent.clear()  # the next update scores what your training does from here
+        self._gradients.weight_taylor.clear()
+        self._gradients.backward = self._backward[0] = 0
 
     def update_epoch(self, epoch: int) -> None:
         """Tell the pruner the epoch number; the masks are recomputed at the next optimizer step.
