@@ -45,9 +45,10 @@ from .passes.trace import check_inputs, set_training, trace
 from .passes.verify import verify
 from .report import Baseline, Report, build_report
 from .rules.layers import HIDDEN_REASON
+from .training import call_model, split_batch
 from .writeback import apply_to
 
-__all__ = ["Session", "prepare", "analyze", "CompileResult", "split_batch"]
+__all__ = ["Session", "prepare", "analyze", "CompileResult"]
 
 
 @dataclass
@@ -191,21 +192,6 @@ def _why_kept(dg: DependencyGraph, layer: Layer) -> str:
     if sparsity * n < 1:
         return f"sparsity {sparsity:g} of its {n} prunable channel(s) rounds to zero"
     return "every tensor of its group would lose more than the sparsity allows (a concat input or split window)"
-
-
-def split_batch(batch: Any) -> tuple[tuple[Any, ...], Any]:
-    """(model inputs, target) of one batch: `x`, `(x, y)`, `(x, y, ...)` or a dict of keyword inputs."""
-    if isinstance(batch, torch.Tensor):
-        return (batch,), None
-    if isinstance(batch, dict):
-        return (batch,), batch.get("labels")
-    if isinstance(batch, (tuple, list)) and batch:
-        return (batch[0],), (batch[1] if len(batch) > 1 else None)
-    raise InputError(f"a batch must be a tensor, an (inputs, target) pair or a dict, got {type(batch).__name__}")
-
-
-def _call(model: torch.nn.Module, inputs: tuple[Any, ...]) -> Any:
-    return model(**inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], dict) else model(*inputs)
 
 
 class Session:
@@ -417,7 +403,7 @@ class Session:
                         f"{len(self.example_inputs)}: batches are `x`, `(x, y)` or a dict of keyword inputs; for a "
                         "model with several inputs pass dicts, or run your own loop inside session.probe(...)")
                 with torch.set_grad_enabled("gradients" in needs):
-                    out = _call(self.model, inputs)
+                    out = call_model(self.model, inputs)
                     if "gradients" in needs:
                         value = loss(out, target)
                         if not isinstance(value, torch.Tensor) or value.numel() != 1:

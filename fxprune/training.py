@@ -29,11 +29,29 @@ from torch import nn
 from .errors import InputError
 from .progress import progress
 
-__all__ = ["train", "evaluate", "make_trainer", "make_evaluator", "make_finetuner", "Batch"]
+__all__ = ["train", "evaluate", "make_trainer", "make_evaluator", "make_finetuner", "Batch", "split_batch",
+           "call_model"]
 
 _log = logging.getLogger("fxprune")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def split_batch(batch: Any) -> tuple[tuple[Any, ...], Any]:
+    """(model inputs, target) of one batch: `x`, `(x, y)`, `(x, y, ...)` or a dict of keyword inputs (its
+    "labels", if any, is the target and stays among the inputs, as Hugging Face models take it)."""
+    if isinstance(batch, torch.Tensor):
+        return (batch,), None
+    if isinstance(batch, dict):
+        return (batch,), batch.get("labels")
+    if isinstance(batch, (tuple, list)) and batch:
+        return (batch[0],), (batch[1] if len(batch) > 1 else None)
+    raise InputError(f"a batch must be a tensor, an (inputs, target) pair or a dict, got {type(batch).__name__}")
+
+
+def call_model(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
+    """`model` on the inputs `split_batch` gives: keyword inputs for a dict, positional ones otherwise."""
+    return model(**inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], dict) else model(*inputs)
 
 
 def _optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
@@ -57,12 +75,13 @@ def _run_epochs(model: nn.Module, batches: Iterable[Batch], optimizers: list[tor
     with progress(total, desc) as bar:
         for _ in range(epochs):
             losses = []
-            for x, y in batches:
+            for batch in batches:
                 if max_steps is not None and step >= max_steps:
                     break
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
-                loss = criterion(model(x), y)
+                inputs, y = split_batch(batch)
+                loss = criterion(call_model(model, inputs), y)
                 loss.backward()
                 for opt in optimizers:
                     opt.step()

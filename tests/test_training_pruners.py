@@ -347,3 +347,28 @@ def test_movement_minilm_example_small_run_removes_heads_and_ffn() -> None:
     assert r["heads_removed"] == 36 and r["ffn_removed"] == 4608
     assert r["params_after"] < r["params_before"] and r["max_abs_diff"] < 1e-3
     assert abs(r["pruned_acc"] - r["masked_acc"]) <= 0.005
+
+
+class _TwoInputs(torch.nn.Module):
+    """Two keyword inputs, Hugging Face style: `labels` is accepted and left to the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(6, 16), torch.nn.Linear(4, 16)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(torch.relu(self.a(a) + self.b(b)))
+
+
+def test_training_pruners_through_compile_take_dict_batches_on_a_two_input_model() -> None:
+    torch.manual_seed(0)
+    model = _TwoInputs()
+    data = [{"a": torch.randn(8, 6), "b": torch.randn(8, 4), "labels": torch.randint(0, 3, (8,))} for _ in range(4)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fxprune.compile(model, {"pruner": "admm", "rules": [{"sparsity": 0.5, "op_names": ["a", "b"]}],
+                                     "data": data, "options": {"iterations": 2, "training_epochs": 1}},
+                             (data[0]["a"][:1], data[0]["b"][:1]))
+    for name in ("a.weight", "b.weight"):
+        assert abs(float((~result.masks.weights[name]).float().mean()) - 0.5) < 0.02
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

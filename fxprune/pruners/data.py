@@ -44,7 +44,8 @@ from ..errors import ConfigError, FxPruneError, InputError
 from ..importance import CRITERIA, Stats
 from ..layers import Layer, select_layers
 from ..masks import Masks, compute_masks
-from ..session import Session, split_batch
+from ..session import Session
+from ..training import split_batch
 from .base import Pruner
 from .evaluator import TorchEvaluator, build_optimizer
 
