@@ -21,6 +21,7 @@ import copy
 import json
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,11 +45,12 @@ def _trained() -> torch.nn.Module:
 _LATENCY_TITLE = "## NetAdapt to a latency budget"
 
 
-def latency_section(budget: float = 0.5, batch: int = 8, log: Path = Path("search_benchmark_logs")) -> str:
+def latency_section(budget: float = 0.5, batch: int = 8, log: Path | None = None) -> str:
     """v1 NetAdapt with target='latency' keeping `budget` of the dense latency; the section's Markdown."""
     from fxprune.latency import EndToEnd
     from fxprune.pruners.v1 import NetAdaptPruner as NetAdaptV1
 
+    log = Path(tempfile.mkdtemp(prefix="fxprune_search_")) if log is None else log
     torch.manual_seed(0)
     data = datasets.mnist5k()
     train_b = datasets.batches(data.x_train, data.y_train, 64, shuffle=True)
