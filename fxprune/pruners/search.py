@@ -10,7 +10,14 @@ groups of the selected layers (layers coupled by the dependency graph, e.g. thro
 form one unit and share one sparsity). A candidate is one sparsity per unit, i.e. an NNI config_list
 `[{"sparsity": s, "op_names": [layers of the unit]}, ...]`; its masks come from the base criterion
 (`l1`, `l2`, `fpgm`) and its cost is counted from the masks (no speedup): `target="params"` counts the
-parameters of the whole model, `target="flops"`/`"macs"` its MACs for the example input. The budget
+parameters of the whole model, `target="flops"`/`"macs"` its MACs for the example input, `target="latency"`
+its onnxruntime latency on this machine from the per-layer table (`fxprune.latency`, the one
+`config["budget"]["latency"]` uses). With `target="latency"` the search chooses by the table, and its best
+candidate is then measured end to end (pruned, exported, run paired with the dense model) and corrected
+until the measured ratio is within 3% of the budget (`fxprune.latency.calibrate`; the kept fractions scaled
+geometrically, the pruner's finetuner run on the corrected candidate); `summary()["latency"]` and the history
+file record every step, the table's estimate next to the measured ratios. A model that does not export to
+ONNX, or has a layer the table cannot measure, is refused before the search. The budget
 is the config's `total_sparsity` (or `sparsity`): the fraction of that resource to remove from the
 whole model (NNI counts the weights of the selected layers only; fxprune counts what the pruned model
 really loses, input channels of the next layer included). `max_sparsity_per_layer` caps a unit.
@@ -799,7 +806,7 @@ class SimulatedAnnealingPruner(SearchPruner):
     in basis points of the dense score; T *= cool_down_rate on each acceptance, until T < stop_temperature
     (or `max_rejections` worse candidates in a row are rejected).
 
-    Extra keywords: `target` ('params' | 'flops'), `seed` (every random draw), `max_rejections`.
+    Extra keywords: `target` ('params' | 'flops' | 'latency'), `seed` (every random draw), `max_rejections`.
     """
 
     name = "simulated annealing"
