@@ -468,9 +468,8 @@ class Measurement:
     """A pruned model against the dense one, end to end in onnxruntime, over paired runs (ratios: pruned / dense).
 
     The fastest of the paired runs is what the ratios compare first: on a shared machine a run is slowed by
-    whatever else runs (with 2 intra-op threads on 2 busy cores, every parallel op waits for a descheduled
-    thread), so medians move with the load (ratios from 0.05 to 3 for one pair of models at load 4), while the
-    minimum, the run that was not disturbed, repeats within a few percent.
+    whatever else runs, so medians move with the load (with 2 intra-op threads on 2 busy cores, ratios from 0.05
+    to 3 for one pair of models at load 4), while the run that was not disturbed repeats best.
 
     Attributes:
         wall_ratio: fastest wall-clock run, pruned / dense (`ratio`: what calibration follows).
@@ -520,7 +519,11 @@ class EndToEnd:
         dg: its dependency graph.
         example_inputs: the inputs to export and run with (their batch is the batch measured).
         argument: how the user asked for latency (named when the model does not export).
-        threads: onnxruntime intra-op threads (as the table's).
+        threads: onnxruntime intra-op threads. 1 by default: on a shared machine a run with more threads waits
+            at every parallel op for whichever of its threads was descheduled, which makes its times bimodal (a
+            2 ms CNN measured 1.2 or 2.0 ms by turns at load 7 on 2 cores, its pruned/dense ratio 0.32 to 0.56),
+            while one thread repeats within a few percent (0.32-0.36). The table is measured at its own thread
+            count; the calibration corrects for the difference as for any other.
         runs: paired runs per measurement, for wall clock and again for kernel time.
 
     Raises:
@@ -528,7 +531,7 @@ class EndToEnd:
     """
 
     def __init__(self, gm: torch.fx.GraphModule, dg: DependencyGraph, example_inputs: tuple[Any, ...],
-                 argument: str = "config['budget'] = {'latency': ...}", threads: int = 2, runs: int = 20) -> None:
+                 argument: str = "config['budget'] = {'latency': ...}", threads: int = 1, runs: int = 20) -> None:
         self.gm, self.dg, self.inputs, self.argument = gm, dg, tuple(example_inputs), argument
         self.threads, self.runs = threads, runs
         LatencyTable.check(dg, argument)  # a layer the table cannot measure is refused before the export
