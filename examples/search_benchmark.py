@@ -91,7 +91,7 @@ def latency_section(budget: float = 0.5, batch: int = 8, log: Path | None = None
         "steps of short-term fine-tuning per proposal. The search counts candidates with the per-layer latency "
         "table (`fxprune.latency.LatencyTable`); its best is then pruned, exported and measured end to end in "
         "onnxruntime (1 intra-op thread: see `fxprune.latency.EndToEnd`) paired with the dense model (dense "
-        "and pruned runs alternate, 20 pairs), and "
+        "and pruned runs alternate, at least 20 pairs and 1 s), and "
         "the table's fraction corrected (`fxprune.latency.calibrate`) until the measured ratio is within 3%. "
         "Ratios are pruned / dense; *wall* and *kernel* compare the fastest paired run (wall clock; the "
         "profiler's summed kernel time), the medians are shown for comparison (under load they move with it). "

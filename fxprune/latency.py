@@ -524,16 +524,20 @@ class EndToEnd:
             2 ms CNN measured 1.2 or 2.0 ms by turns at load 7 on 2 cores, its pruned/dense ratio 0.32 to 0.56),
             while one thread repeats within a few percent (0.32-0.36). The table is measured at its own thread
             count; the calibration corrects for the difference as for any other.
-        runs: paired runs per measurement, for wall clock and again for kernel time.
+        runs: least paired runs per measurement (each pair: a plain run for wall clock and a profiled one for
+            kernel time, of each model).
+        min_time_s: least seconds of dense wall clock per measurement: a small model gets more runs, so that
+            its fastest run is as settled as a large model's.
 
     Raises:
         UnsupportedError: the model does not export to ONNX (names `argument`, the export's reason, the fix).
     """
 
     def __init__(self, gm: torch.fx.GraphModule, dg: DependencyGraph, example_inputs: tuple[Any, ...],
-                 argument: str = "config['budget'] = {'latency': ...}", threads: int = 1, runs: int = 20) -> None:
+                 argument: str = "config['budget'] = {'latency': ...}", threads: int = 1, runs: int = 20,
+                 min_time_s: float = 1.0) -> None:
         self.gm, self.dg, self.inputs, self.argument = gm, dg, tuple(example_inputs), argument
-        self.threads, self.runs = threads, runs
+        self.threads, self.runs, self.min_time_s = threads, runs, min_time_s
         LatencyTable.check(dg, argument)  # a layer the table cannot measure is refused before the export
         self.dir = tempfile.mkdtemp(prefix="fxprune_e2e_")
         self.dense = self._export(Masks(dg), "dense")
@@ -569,19 +573,21 @@ class EndToEnd:
                 sess.run(None, feeds)
         # one loop for both kinds, so that wall clock and kernel time see the same moments of the machine's load
         wall: list[list[float]] = [[], []]
-        for i in range(self.runs):
+        i = 0
+        while i < self.runs or (sum(wall[0]) < self.min_time_s and i < 2000):
             for j in ((0, 1) if i % 2 == 0 else (1, 0)):
                 start = time.perf_counter()
                 plain[j].run(None, feeds)
                 wall[j].append(time.perf_counter() - start)
                 profiled[j].run(None, feeds)
-        kernel = [kernel_per_run(json.loads(Path(s.end_profiling()).read_text()))[-self.runs:] for s in profiled]
+            i += 1
+        kernel = [kernel_per_run(json.loads(Path(s.end_profiling()).read_text()))[-i:] for s in profiled]
         for f in Path(self.dir).glob("profile*"):
             f.unlink()
         (dense_w, w), (dense_k, k) = ([np.asarray(v, float) for v in pair] for pair in (wall, kernel))
         return Measurement(w.min() / dense_w.min(), _ratio(k.min(), dense_k.min()),
                            float(np.median(w) / np.median(dense_w)), _ratio(np.median(k), np.median(dense_k)),
-                           dense_w.min() * 1e3, w.min() * 1e3, dense_k.min() * 1e3, k.min() * 1e3, self.runs)
+                           dense_w.min() * 1e3, w.min() * 1e3, dense_k.min() * 1e3, k.min() * 1e3, i)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -706,7 +712,8 @@ def latency_budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], 
     m = s.measured
     masks.notes.append(
         f"latency budget {target:g}: measured end to end {m.wall_ratio:.3f} of the dense latency (fastest of "
-        f"{m.runs} paired onnxruntime runs: {m.wall_ms:.2f} / {m.dense_wall_ms:.2f} ms; kernel time "
+        f"{m.runs} paired onnxruntime runs, {end_to_end.threads} thread(s): {m.wall_ms:.2f} / "
+        f"{m.dense_wall_ms:.2f} ms; kernel time "
         f"{m.kernel_ratio:.3f}; medians {m.wall_median_ratio:.3f} wall, {m.kernel_median_ratio:.3f} kernel); the "
         f"table estimates {s.table_ratio:.3f} (asked for {s.table_fraction:.3f}; {len(history)} calibration "
         "step(s))")
