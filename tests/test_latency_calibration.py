@@ -191,3 +191,20 @@ def test_netadapt_with_a_latency_target_reports_the_measured_ratio(tmp_path: Pat
     saved = json.loads((tmp_path / "search_history.json").read_text())
     assert saved["latency"]["steps"] == latency["steps"] and saved["target"] == "latency"
     assert pruner.result.report.max_abs_diff < 1e-3
+
+
+@pytest.mark.slow  # a search with a measured table and an end-to-end calibration (seconds)
+def test_amc_with_a_latency_target_is_calibrated_end_to_end() -> None:
+    from fxprune.pruners import AMCPruner
+
+    torch.manual_seed(0)
+    model = _Small().eval()
+    pruner = AMCPruner(4, model, [{"total_sparsity": 0.5, "op_types": ["Conv2d"]}], X,
+                       lambda m: float(-m(X).abs().mean()), log_dir=None, target="latency", ddpg_params={"warmup": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner.compress()
+    steps = pruner.summary()["latency"]["steps"]
+    assert steps[0]["table_ratio"] <= 0.5 + 1e-9 and all(s["wall_ratio"] > 0 for s in steps)
+    chosen = steps[pruner.summary()["latency"]["chosen_step"]]
+    assert abs(chosen["wall_ratio"] / 0.5 - 1) == min(abs(s["wall_ratio"] / 0.5 - 1) for s in steps)
