@@ -208,3 +208,11 @@ def test_amc_with_a_latency_target_is_calibrated_end_to_end() -> None:
     assert steps[0]["table_ratio"] <= 0.5 + 1e-9 and all(s["wall_ratio"] > 0 for s in steps)
     chosen = steps[pruner.summary()["latency"]["chosen_step"]]
     assert abs(chosen["wall_ratio"] / 0.5 - 1) == min(abs(s["wall_ratio"] / 0.5 - 1) for s in steps)
+
+
+def test_autocompress_refuses_a_latency_target_with_the_fix() -> None:
+    from fxprune.pruners import AutoCompressPruner
+
+    with pytest.raises(ConfigError, match=r"sa_params\['target'\]='latency'.*target='latency'"):
+        AutoCompressPruner(_Small().eval(), [{"total_sparsity": 0.5, "op_types": ["Conv2d"]}], 2, {},
+                           {"evaluator": lambda m: 1.0, "target": "latency"})
