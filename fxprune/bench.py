@@ -230,17 +230,10 @@ def kernel_time(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], thread
         for _ in range(runs):
             sess.run(None, dict(feeds))
         events = json.loads(Path(sess.end_profiling()).read_text())
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    if not spans:
-        return 0.0
-    per_run = np.zeros(len(spans))
-    starts = np.asarray([a for a, _ in spans])
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
-            if 0 <= i < len(spans) and e["ts"] <= spans[i][1]:
-                per_run[i] += e["dur"]
-    return float(np.median(per_run)) * 1e-6
+    from fxprune.latency import kernel_per_run
+
+    per_run = kernel_per_run(events)
+    return float(np.median(per_run)) if per_run.size else 0.0
 
 
 def _validate_settings(

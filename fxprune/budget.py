@@ -10,7 +10,12 @@ resource the model loses when the group loses one more unit, at the current widt
 saves its own MACs and the next layer's input MACs; both shrink as the neighbours shrink). The cheapest
 value goes first, a chunk of units at a time, until the resource is at the budget. The resource is counted
 exactly after every step (MACs from each op's rule, parameters from the tensor shapes, latency from
-`fxprune.latency.LatencyTable`), so the result lands on the budget within one chunk.
+`fxprune.latency.LatencyTable`), so the result lands on the budget within one chunk. For latency that is the
+table's count; the table misses what does not shrink with the layers (activations, pooling, adds, reorders,
+session overhead), so `compile` then calibrates it end to end (`fxprune.latency.latency_budget_masks`: the
+pruned model measured in onnxruntime paired with the dense one, the table's fraction corrected until the
+measured ratio is within 3% of the budget; the report's notes give both). `options={"latency_calibration":
+False}` keeps the table's choice uncorrected.
 
 A rule's `sparsity` caps what one group may lose (default 0.9: every group keeps a tenth); `round_to` keeps
 channel counts a multiple of N (latency budgets default to the channel block the runtime's kernels are

@@ -16,16 +16,32 @@ activations (attention scores) are measured dense and scaled with their MACs.
 The table is cached on disk per machine (CPU model, core count), onnxruntime version and thread count, in
 `$FXPRUNE_CACHE_DIR` (default `~/.cache/fxprune`). A cache file that does not parse, or that was written for
 another machine, runtime or format, is rebuilt with a warning, never used silently.
+
+The table alone does not land a latency budget: it sums the conv/gemm kernels only (activations, pooling,
+adds, layout reorders and the session's own overhead do not shrink with it) and it interpolates. So a budget
+is *calibrated end to end* (`calibrate`): the masks the table chooses are pruned, exported to ONNX and run
+in onnxruntime paired with the dense model (`EndToEnd`: dense and pruned runs alternate, so machine load
+hits both alike); the fraction handed to the table is corrected (secant inside a bracket, proportional until
+there is one) until the measured ratio is within `tolerance` of the budget. `config["budget"]["latency"]`
+(`latency_budget_masks`, called by `Session.compute_masks`) and the search pruners' `target='latency'`
+(their final model) both go through it. The measured ratio is the wall clock of the whole
+model's fastest paired run (pruned / dense; see `Measurement` for why the fastest), with the profiler's summed
+kernel time and both medians recorded next to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
+import shutil
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +49,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .budget import CostModel, Term, macs_terms, params_terms
-from .errors import UnsupportedError, node_context
+from .budget import CostModel, Term, budget_masks, macs_terms, params_terms
+from .config import Config
+from .errors import ConfigError, FxPruneError, UnsupportedError, node_context
 from .graph import DependencyGraph, op_name, rule_nodes, spelling
+from .layers import Layer
+from .masks import Masks, Scorer
 
-__all__ = ["LatencyTable", "Signature", "signature_of", "cpu_model", "FORMAT", "cost_model"]
+__all__ = ["LatencyTable", "Signature", "signature_of", "cpu_model", "FORMAT", "cost_model", "EndToEnd",
+           "Measurement", "Step", "calibrate", "latency_budget_masks", "kernel_per_run", "TOLERANCE"]
+
+_log = logging.getLogger(__name__)
+
+#: the calibration stops when the measured ratio is within this relative distance of the budget (tighter than the
+#: 5% promised, so that a re-measurement's noise stays inside it)
+TOLERANCE = 0.03
 
 FORMAT = "fxprune-latency/1"
 _FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -177,20 +203,17 @@ class LatencyTable:
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
-    def for_graph(cls, dg: DependencyGraph, threads: int = 2, cache_dir: str | os.PathLike | None = None
-                  ) -> LatencyTable:
+    def for_graph(cls, dg: DependencyGraph, threads: int = 2, cache_dir: str | os.PathLike | None = None,
+                  argument: str = "config['budget'] = {'latency': ...}") -> LatencyTable:
         """The table for every layer of `dg`: read from the cache, what is missing measured and saved.
+
+        Args:
+            argument: how the caller's user asked for latency (named in the error).
 
         Raises:
             UnsupportedError: a layer with MACs that the table cannot measure (names it); use a MACs budget.
         """
-        missing = [n for n, _ in rule_nodes(dg.gm, "macs") if signature_of(dg, n) is None]
-        if missing:
-            raise UnsupportedError(
-                "config['budget'] = {'latency': ...} needs a per-layer onnxruntime latency, but fxprune cannot "
-                f"measure {node_context(missing[0])}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + ": the table measures Conv1d/Conv2d (plain or depthwise, zero padding), Linear and matmul as "
-                "single ONNX ops. Use {'macs': fraction} for this model instead.")
+        cls.check(dg, argument)
         machine = _machine(threads)
         slug = hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:12]
         path = Path(cache_dir) if cache_dir is not None else _cache_dir()
@@ -206,6 +229,21 @@ class LatencyTable:
         if todo or not path.exists():
             table._save()
         return table
+
+    @staticmethod
+    def check(dg: DependencyGraph, argument: str = "config['budget'] = {'latency': ...}") -> None:
+        """Refuse (before measuring anything) a graph with a layer the table cannot measure.
+
+        Raises:
+            UnsupportedError: names the layer, `argument` and the fix (a MACs budget).
+        """
+        missing = [n for n, _ in rule_nodes(dg.gm, "macs") if signature_of(dg, n) is None]
+        if missing:
+            raise UnsupportedError(
+                f"{argument} needs a per-layer onnxruntime latency, but fxprune cannot "
+                f"measure {node_context(missing[0])}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + ": the table measures Conv1d/Conv2d (plain or depthwise, zero padding), Linear and matmul as "
+                "single ONNX ops. Use a MACs budget ({'macs': fraction}, target='flops') for this model instead.")
 
     @classmethod
     def _load(cls, path: Path, machine: dict[str, Any]) -> LatencyTable | None:
@@ -396,12 +434,287 @@ def _measure_block(threads: int) -> int:
     return 1
 
 
-def cost_model(resource: str, dg: DependencyGraph, example_inputs: tuple | None = None) -> CostModel:
+def cost_model(resource: str, dg: DependencyGraph, example_inputs: tuple | None = None,
+               argument: str = "config['budget'] = {'latency': ...}") -> CostModel:
     """The cost model of a budget's resource: "macs", "params" or "latency" (a `LatencyTable` measured for
-    the example inputs' batch on this machine, from the disk cache when there is one)."""
+    the example inputs' batch on this machine, from the disk cache when there is one; `argument` is how the
+    user asked for it, named in errors)."""
     if resource == "macs":
         return CostModel(dg, macs_terms(dg))
     if resource == "params":
         return CostModel(dg, params_terms(dg))
-    table = LatencyTable.for_graph(dg)
+    table = LatencyTable.for_graph(dg, argument=argument)
     return CostModel(dg, table.terms(), round_to=table.block)
+
+
+# -- end to end -------------------------------------------------------------------------------------------
+
+
+def kernel_per_run(events: list[dict[str, Any]]) -> np.ndarray:
+    """Summed kernel seconds of every run in an onnxruntime profile (its `model_run` spans, in order)."""
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    per_run = np.zeros(len(spans))
+    starts = np.asarray([a for a, _ in spans])
+    for e in events:
+        if spans and e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+            if 0 <= i < len(spans) and e["ts"] <= spans[i][1]:
+                per_run[i] += e["dur"]
+    return per_run * 1e-6
+
+
+@dataclass
+class Measurement:
+    """A pruned model against the dense one, end to end in onnxruntime, over paired runs (ratios: pruned / dense).
+
+    The fastest of the paired runs is what the ratios compare first: on a shared machine a run is slowed by
+    whatever else runs, so medians move with the load (with 2 intra-op threads on 2 busy cores, ratios from 0.05
+    to 3 for one pair of models at load 4), while the run that was not disturbed repeats best.
+
+    Attributes:
+        wall_ratio: fastest wall-clock run, pruned / dense (`ratio`: what calibration follows).
+        kernel_ratio: the same with the profiler's summed kernel time per run.
+        wall_median_ratio, kernel_median_ratio: the medians' ratios (reported; noisy under load).
+        dense_wall_ms, wall_ms, dense_kernel_ms, kernel_ms: the fastest runs.
+        runs: paired runs of each kind.
+    """
+
+    wall_ratio: float
+    kernel_ratio: float
+    wall_median_ratio: float
+    kernel_median_ratio: float
+    dense_wall_ms: float
+    wall_ms: float
+    dense_kernel_ms: float
+    kernel_ms: float
+    runs: int
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_ratio
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 5) for k, v in dataclasses.asdict(self).items()}
+
+
+def _ort_session(path: str, threads: int, profile: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if profile is not None:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+class EndToEnd:
+    """The dense model exported to ONNX once; `measure(masks)` prunes, exports and times a candidate paired
+    with it (dense and pruned runs alternate, the order rotating, so that load and frequency drift hit both).
+
+    Args:
+        gm: the session's masked model (its speedup pass gives the pruned models; with no mask, the dense one).
+        dg: its dependency graph.
+        example_inputs: the inputs to export and run with (their batch is the batch measured).
+        argument: how the user asked for latency (named when the model does not export).
+        threads: onnxruntime intra-op threads. 1 by default: on a shared machine a run with more threads waits
+            at every parallel op for whichever of its threads was descheduled, which makes its times bimodal (a
+            2 ms CNN measured 1.2 or 2.0 ms by turns at load 7 on 2 cores, its pruned/dense ratio 0.32 to 0.56),
+            while one thread repeats within a few percent (0.32-0.36). The table is measured at its own thread
+            count; the calibration corrects for the difference as for any other.
+        runs: least paired runs per measurement (each pair: a plain run for wall clock and a profiled one for
+            kernel time, of each model).
+        min_time_s: least seconds of dense wall clock per measurement: a small model gets more runs, so that
+            its fastest run is as settled as a large model's.
+
+    Raises:
+        UnsupportedError: the model does not export to ONNX (names `argument`, the export's reason, the fix).
+    """
+
+    def __init__(self, gm: torch.fx.GraphModule, dg: DependencyGraph, example_inputs: tuple[Any, ...],
+                 argument: str = "config['budget'] = {'latency': ...}", threads: int = 1, runs: int = 20,
+                 min_time_s: float = 1.0) -> None:
+        self.gm, self.dg, self.inputs, self.argument = gm, dg, tuple(example_inputs), argument
+        self.threads, self.runs, self.min_time_s = threads, runs, min_time_s
+        LatencyTable.check(dg, argument)  # a layer the table cannot measure is refused before the export
+        self.dir = tempfile.mkdtemp(prefix="fxprune_e2e_")
+        self.dense = self._export(Masks(dg), "dense")
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "dir", ""), ignore_errors=True)
+
+    def _export(self, masks: Masks, name: str) -> str:
+        from .passes.export import export_onnx
+        from .passes.speedup import speedup_pass
+
+        path = os.path.join(self.dir, f"{name}.onnx")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(speedup_pass(self.gm, masks), self.inputs, path)
+        except FxPruneError as exc:
+            raise UnsupportedError(
+                f"{self.argument}: a latency budget is checked end to end in onnxruntime, but this model does not "
+                f"export to ONNX ({exc}). Make it export (fxprune.export_onnx(model, x, 'm.onnx') names the failing "
+                "node), or use a MACs budget ({'macs': fraction}, target='flops') instead") from exc
+        return path
+
+    def measure(self, masks: Masks) -> Measurement:
+        """The pruned model of `masks` against the dense one (see the class)."""
+        pruned = self._export(masks, "pruned")
+        feeds = _feeds(self.dense, self.inputs)
+        paths = (self.dense, pruned)
+        plain = [_ort_session(p, self.threads) for p in paths]
+        profiled = [_ort_session(p, self.threads, os.path.join(self.dir, f"profile{j}")) for j, p in enumerate(paths)]
+        for _ in range(3):
+            for sess in plain + profiled:
+                sess.run(None, feeds)
+        # one loop for both kinds, so that wall clock and kernel time see the same moments of the machine's load
+        wall: list[list[float]] = [[], []]
+        i = 0
+        while i < self.runs or (sum(wall[0]) < self.min_time_s and i < 2000):
+            for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+                start = time.perf_counter()
+                plain[j].run(None, feeds)
+                wall[j].append(time.perf_counter() - start)
+                profiled[j].run(None, feeds)
+            i += 1
+        kernel = [kernel_per_run(json.loads(Path(s.end_profiling()).read_text()))[-i:] for s in profiled]
+        for f in Path(self.dir).glob("profile*"):
+            f.unlink()
+        (dense_w, w), (dense_k, k) = ([np.asarray(v, float) for v in pair] for pair in (wall, kernel))
+        return Measurement(w.min() / dense_w.min(), _ratio(k.min(), dense_k.min()),
+                           float(np.median(w) / np.median(dense_w)), _ratio(np.median(k), np.median(dense_k)),
+                           dense_w.min() * 1e3, w.min() * 1e3, dense_k.min() * 1e3, k.min() * 1e3, i)
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 else 1.0
+
+
+def _feeds(path: str, inputs: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    import onnx
+
+    names = [i.name for i in onnx.load(path, load_external_data=False).graph.input]
+    tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+
+
+@dataclass
+class Step:
+    """One calibration step: the fraction handed to the table, the table's estimate of the candidate it gave
+    (fraction of the dense latency), and the end-to-end measurement."""
+
+    table_fraction: float
+    table_ratio: float
+    measured: Measurement
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table_fraction": round(self.table_fraction, 5), "table_ratio": round(self.table_ratio, 5),
+                **self.measured.as_dict()}
+
+
+def calibrate(target: float, solve: Callable[[float], tuple[Any, float]], measure: Callable[[Any], Measurement],
+              *, first: tuple[float, Any, float] | None = None, tolerance: float = TOLERANCE, steps: int = 5
+              ) -> tuple[Any, list[Step], int]:
+    """Correct the fraction handed to the latency table until the measured end-to-end ratio lands on `target`.
+
+    Each step hands a fraction t to `solve(t) -> (candidate, table ratio)` and measures the candidate
+    (`measure(candidate).ratio`, pruned / dense). The next t comes from the points so far, as (table ratio ->
+    measured ratio): linear between the closest points on either side of the target once there are both
+    (regula falsi), else the secant of the two latest points (proportional, t * target / measured, from one
+    point or when the secant's slope is not positive). It stops within `tolerance` (relative), after `steps`
+    measurements, when t repeats, or when the table cannot go lower (`solve` raising ConfigError after the
+    first step).
+
+    Args:
+        target: the budget, fraction of the dense latency to keep.
+        solve: the table's candidate for a fraction (raises ConfigError below what it can reach).
+        measure: end to end.
+        first: (t, candidate, table ratio) already chosen for the first step (a search's best).
+        tolerance: relative distance to `target` that ends the calibration.
+        steps: most measurements.
+
+    Returns:
+        (the candidate measured closest to `target`, every step, the index of that step).
+    """
+    history: list[Step] = []
+    candidates: list[Any] = []
+    t = target if first is None else first[0]
+    for k in range(steps):
+        if k == 0 and first is not None:
+            candidate, estimate = first[1], first[2]
+        else:
+            try:
+                candidate, estimate = solve(t)
+            except ConfigError:
+                if k == 0:
+                    raise
+                _log.warning("latency calibration: the table cannot go below %.3f; keeping the closest step", t)
+                break
+        history.append(Step(t, estimate, measure(candidate)))
+        candidates.append(candidate)
+        _log.info("latency calibration step %d: table %.3f -> estimate %.3f, measured %.3f (wall), %.3f (kernel)",
+                  k, t, estimate, history[-1].measured.wall_ratio, history[-1].measured.kernel_ratio)
+        if abs(history[-1].measured.ratio / target - 1) <= tolerance:
+            break
+        nxt = _next_fraction(target, history)
+        if any(abs(nxt - s.table_fraction) < 1e-4 for s in history):
+            break
+        t = nxt
+    best = min(range(len(history)), key=lambda i: abs(history[i].measured.ratio / target - 1))
+    return candidates[best], history, best
+
+
+def _next_fraction(target: float, history: list[Step]) -> float:
+    points = [(s.table_ratio, s.measured.ratio) for s in history]
+    below = [p for p in points if p[1] < target]
+    above = [p for p in points if p[1] > target]
+    if below and above:
+        (x0, y0), (x1, y1) = max(below, key=lambda p: p[1]), min(above, key=lambda p: p[1])
+        x = x0 + (target - y0) * (x1 - x0) / (y1 - y0)
+    elif len(points) >= 2 and (points[-1][1] - points[-2][1]) * (points[-1][0] - points[-2][0]) > 0:
+        (x0, y0), (x1, y1) = points[-2], points[-1]
+        x = x1 + (target - y1) * (x1 - x0) / (y1 - y0)
+        x = min(max(x, x1 * 0.5), x1 * 2)  # a secant through two noisy points may shoot far: at most x2 a step
+    else:
+        x, y = points[-1]
+        x = x * target / y if y > 0 else x
+    return float(min(max(x, 1e-3), 1.0))
+
+
+def latency_budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: Scorer,
+                         previous: Masks | None = None, end_to_end: EndToEnd | None = None,
+                         tolerance: float = TOLERANCE) -> Masks:
+    """`config["budget"] = {"latency": f}`: the table's masks (`fxprune.budget.budget_masks`), calibrated end to
+    end when `end_to_end` is given; the masks' notes record the table's estimate and the measured ratios.
+
+    Raises:
+        ConfigError: f is below what the table can reach (see `budget_masks`).
+    """
+    model = cost_model("latency", dg)
+    dense = model.total()
+    target = cfg.budget["latency"]
+
+    def solve(t: float) -> tuple[Masks, float]:
+        masks = budget_masks(dg, dataclasses.replace(cfg, budget={"latency": t}), layers, score, model, previous)
+        return masks, model.total(masks.keep) / dense
+
+    if end_to_end is None:
+        masks, estimate = solve(target)
+        masks.notes.append(f"latency budget {target:g}: the table estimates {estimate:.3f} of the dense latency "
+                           "(not calibrated end to end)")
+        return masks
+    masks, history, best = calibrate(target, solve, end_to_end.measure, tolerance=tolerance)
+    s = history[best]
+    m = s.measured
+    masks.notes.append(
+        f"latency budget {target:g}: measured end to end {m.wall_ratio:.3f} of the dense latency (fastest of "
+        f"{m.runs} paired onnxruntime runs, {end_to_end.threads} thread(s): {m.wall_ms:.2f} / "
+        f"{m.dense_wall_ms:.2f} ms; kernel time "
+        f"{m.kernel_ratio:.3f}; medians {m.wall_median_ratio:.3f} wall, {m.kernel_median_ratio:.3f} kernel); the "
+        f"table estimates {s.table_ratio:.3f} (asked for {s.table_fraction:.3f}; {len(history)} calibration "
+        "step(s))")
+    return masks

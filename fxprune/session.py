@@ -35,7 +35,7 @@ from .config import Config, parse_config
 from .errors import FxPruneError, InputError, UnsupportedError, node_context
 from .graph import BuildOptions, DependencyGraph, Slot, op_name, spelling
 from .importance import CRITERIA, Stats
-from .latency import cost_model
+from .latency import EndToEnd, cost_model, latency_budget_masks
 from .layers import Layer, select_layers
 from .masks import Masks, Scorer, compute_masks, magnitude_masks, promote_zero_channels
 from .passes.mask import WeightMask, insert_masks, update_masks
@@ -252,6 +252,12 @@ class Session:
             return masks
         score = self.scorer(criterion, stats)
         previous = self.masks if shrink_only else None
+        if cfg.budget is not None and "latency" in cfg.budget:  # table + end-to-end calibration (fxprune.latency)
+            e2e = None
+            if cfg.options.get("latency_calibration", True):
+                e2e = self.__dict__.get("_end_to_end") or EndToEnd(self.model, self.graph, self.example_inputs)
+                self._end_to_end = e2e  # the dense export: once per session
+            return latency_budget_masks(self.graph, cfg, layers, score, previous, e2e)
         if cfg.budget is not None:  # channels by importance per unit of a resource (fxprune.budget)
             return budget_masks(self.graph, cfg, layers, score, cost_model(next(iter(cfg.budget)), self.graph),
                                 previous)

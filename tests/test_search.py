@@ -151,7 +151,7 @@ def test_amc_v1_seed_snippet(tmp_path):
     ({"cool_down_rate": 1.5}, "cool_down_rate"),
     ({"start_temperature": 10, "stop_temperature": 20}, "start_temperature"),
     ({"pruning_algorithm": "level"}, "pruning_algorithm"),
-    ({"target": "latency"}, "latency"),
+    ({"target": "watts"}, "target='watts'.*'latency'"),
 ])
 def test_sa_bad_arguments(kwargs, where):
     calls = []

@@ -158,7 +158,8 @@ class AMCPruner(SearchPruner):
     """NNI's v2 AMCPruner: `AMCPruner(total_episode, model, config_list, dummy_input, evaluator, ...)`
     (old API) or `AMCPruner(total_episode, model, config_list, evaluator, ...)` (v2.9 keyword form).
 
-    `target='flops'` (default, MACs) or 'params': what `total_sparsity` removes. `ddpg_params` takes
+    `target='flops'` (default, MACs), 'params' or 'latency' (the per-layer onnxruntime table; the best episode
+    then calibrated end to end, see `fxprune.pruners.search`): what `total_sparsity` removes. `ddpg_params` takes
     NNI's DDPG names (`warmup` defaults to total_episode // 4). Extra keywords: `seed`, `speedup`.
     The search history records each episode's score and reward (the reward curve).
     """

@@ -136,6 +136,11 @@ class AutoCompressPruner:
         if not callable(sa_params.get("evaluator")):
             raise InputError("sa_params['evaluator'] must be evaluator(model) -> float (higher is better): simulated "
                              "annealing compares the candidates of every round by it")
+        if sa_params.get("target") == "latency":
+            raise ConfigError("sa_params['target']='latency': AutoCompress counts each round's resource from the "
+                              "pruned model's report (parameters or MACs), and ADMM re-prunes between rounds, so a "
+                              "latency budget would not be checked end to end here; use target 'flops', or "
+                              "SimulatedAnnealingPruner / NetAdaptPruner / AMCPruner with target='latency'")
         params = {"pruning_algorithm": "l1", **sa_params}
         # every SA argument is checked now (no evaluation happens in the constructor), not in round 1
         SimulatedAnnealingPruner(self.model, self.config_list, **{**params, "log_dir": None})

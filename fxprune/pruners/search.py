@@ -10,7 +10,14 @@ groups of the selected layers (layers coupled by the dependency graph, e.g. thro
 form one unit and share one sparsity). A candidate is one sparsity per unit, i.e. an NNI config_list
 `[{"sparsity": s, "op_names": [layers of the unit]}, ...]`; its masks come from the base criterion
 (`l1`, `l2`, `fpgm`) and its cost is counted from the masks (no speedup): `target="params"` counts the
-parameters of the whole model, `target="flops"`/`"macs"` its MACs for the example input. The budget
+parameters of the whole model, `target="flops"`/`"macs"` its MACs for the example input, `target="latency"`
+its onnxruntime latency on this machine from the per-layer table (`fxprune.latency`, the one
+`config["budget"]["latency"]` uses). With `target="latency"` the search chooses by the table, and its best
+candidate is then measured end to end (pruned, exported, run paired with the dense model) and corrected
+until the measured ratio is within 3% of the budget (`fxprune.latency.calibrate`; the kept fractions scaled
+geometrically, the pruner's finetuner run on the corrected candidate); `summary()["latency"]` and the history
+file record every step, the table's estimate next to the measured ratios. A model that does not export to
+ONNX, or has a layer the table cannot measure, is refused before the search. The budget
 is the config's `total_sparsity` (or `sparsity`): the fraction of that resource to remove from the
 whole model (NNI counts the weights of the selected layers only; fxprune counts what the pruned model
 really loses, input channels of the next layer included). `max_sparsity_per_layer` caps a unit.
@@ -64,6 +71,7 @@ import torch
 from ..catalog import ALGORITHMS
 from ..errors import ConfigError, FxPruneError, InputError
 from ..graph import Slot, tensor_shapes
+from ..latency import EndToEnd, calibrate, cost_model
 from ..masks import Masks
 from ..passes.speedup import new_shapes
 from ..progress import progress
@@ -75,8 +83,9 @@ __all__ = ["SearchSpace", "SearchPruner", "SimulatedAnnealingPruner", "NetAdaptP
 
 _log = logging.getLogger(__name__)
 
-_TARGETS = {"params": "params", "flops": "macs", "macs": "macs"}
+_TARGETS = {"params": "params", "flops": "macs", "macs": "macs", "latency": "latency"}
 _CHANNEL_ALGOS = ("l1", "l2", "fpgm")
+_LATENCY_ARG = "target='latency'"
 
 
 def score_of(value: Any, who: str = "evaluator") -> float:
@@ -156,7 +165,8 @@ class SearchSpace:
         config_list: NNI config_list; its `total_sparsity`/`sparsity` is the budget.
         example_inputs: inputs to trace with.
         algorithm: base criterion, `l1`, `l2` or `fpgm`.
-        target: "params" or "flops"/"macs".
+        target: "params", "flops"/"macs" or "latency" (`fxprune.latency`: the per-layer table counts candidates,
+            `end_to_end` measures the dense model exported once and the final candidate against it).
         round_to: keep channel counts a multiple of N (AMC v1's `channel_round`).
         min_sparsity: a lower bound per unit (AMC v1's `rbound`).
     """
@@ -171,6 +181,10 @@ class SearchSpace:
         self.prepare_config = {"pruner": algorithm, "rules": list(config_list), "round_to": round_to}
         self.session: Session = prepare(model, self.prepare_config, example_inputs)
         dg = self.session.graph
+        self.end_to_end: EndToEnd | None = None
+        if self.target == "latency":  # refused here, before any search, when it cannot be measured or exported
+            self.end_to_end = EndToEnd(self.session.model, dg, self.session.example_inputs, argument=_LATENCY_ARG)
+            self._latency = cost_model("latency", dg, argument=_LATENCY_ARG)
         self._shapes = {**{k: v for n in dg.gm.graph.nodes for k, v in tensor_shapes(n).items()},
                         **{k: v for k, v in dg.shapes.items() if k.startswith("@")}}
         self._params = {name: tuple(p.shape) for name, p in dg.gm.named_parameters()}
@@ -213,7 +227,10 @@ class SearchSpace:
 
     # -- resource ----------------------------------------------------------------------------------
     def count(self, masks: Masks) -> float:
-        """The resource (params or MACs) of the model these masks leave, counted without speedup."""
+        """The resource (params, MACs or the latency table's seconds) of the model these masks leave, counted
+        without speedup."""
+        if self.target == "latency":
+            return self._latency.total(masks.keep)
         shapes = new_shapes(masks)
         if self.target == "params":
             return float(sum(int(np.prod(shapes.get("@" + n, s))) for n, s in self._params.items()))
@@ -303,6 +320,33 @@ class SearchSpace:
         return {u.name: round(float(s), 6) for u, s in zip(self.units, self.quantise(np.asarray(sparsities)))}
 
 
+def _scale_kept(space: SearchSpace, sparsities: np.ndarray, limit: float) -> np.ndarray | None:
+    """Sparsities 1 - (1 - s)^a with the smallest a >= 0 that meets `limit` (None: not even at the caps).
+
+    The kept fractions are scaled geometrically, so a unit the search left whole stays whole and one it cut
+    hard is cut further more slowly than a linear scaling of the sparsities would (that drives it to its cap)."""
+    kept = np.clip(1 - sparsities, 1e-6, 1)
+
+    def at(a: float) -> np.ndarray:
+        return space.quantise(np.minimum(1 - kept ** a, space.caps))
+
+    if space.resource(at(0.0)) <= limit:
+        return at(0.0)
+    hi = 1.0
+    while space.resource(at(hi)) > limit:
+        hi *= 2
+        if hi > 1e3:
+            return None
+    lo = 0.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if space.resource(at(mid)) <= limit:
+            hi = mid
+        else:
+            lo = mid
+    return at(hi)
+
+
 def _check_algorithm(algorithm: str, target: str) -> None:
     """The base criterion must score channels from weights; the budget a resource counted here."""
     if algorithm not in _CHANNEL_ALGOS:
@@ -311,11 +355,9 @@ def _check_algorithm(algorithm: str, target: str) -> None:
                 else "it is not a weight-scored channel criterion")
         raise ConfigError(f"pruning_algorithm={algorithm!r}: {hint}; the searches prune channels: use one of "
                           f"{', '.join(_CHANNEL_ALGOS)}")
-    if target == "latency":
-        raise ConfigError("target='latency': measured onnxruntime latency budgets are not implemented yet; "
-                          "use target='flops' (MACs) or 'params'")
     if target not in _TARGETS:
-        raise ConfigError(f"target={target!r}: use 'params', 'flops' (= 'macs')")
+        raise ConfigError(f"target={target!r}: use 'params', 'flops' (= 'macs') or 'latency' (measured onnxruntime "
+                          "latency on this machine)")
 
 
 def budget_of(config_list: Sequence[dict[str, Any]]) -> float:
@@ -541,7 +583,7 @@ class SearchPruner:
 
     def compress(self) -> None:
         """Run the search (the best candidate is kept for `get_best_result()`); the history goes to log_dir."""
-        self.history, self._best, self._result = [], None, None
+        self.history, self._best, self._result, self._latency_steps = [], None, None, []
         self._token = uuid.uuid4().hex
         space = self._setup()
         try:
@@ -549,6 +591,8 @@ class SearchPruner:
                 self._bar = bar
                 bar.set(score="-", best="-", kept="-", budget=round(1 - self._budget, 4))
                 self._search(space)
+                if space.end_to_end is not None and self._best is not None:
+                    self._land_latency(space)
         finally:
             self._write_history()
         if self._best is None:
@@ -556,6 +600,41 @@ class SearchPruner:
 
     def _search(self, space: SearchSpace) -> None:
         raise NotImplementedError
+
+    def _land_latency(self, space: SearchSpace) -> None:
+        """target='latency': the search chose by the table; measure its best end to end against the dense model
+        and, while it misses the budget, scale its sparsities (`scale_to_budget`: same direction, another table
+        limit) by `fxprune.latency.calibrate`. The chosen step is evaluated and becomes the best; every step is
+        in `summary()["latency"]`."""
+        assert space.end_to_end is not None and self._best is not None
+        cand, sparsities, masks, weights = self._best
+        state = weights if weights is not None else space.base_state
+        session = space.session
+
+        def solve(t: float) -> tuple[tuple[np.ndarray, Masks], float]:
+            scaled = _scale_kept(space, np.asarray(sparsities, float), t * space.dense)
+            if scaled is None:
+                raise ConfigError(f"{_LATENCY_ARG}: the searched layers cannot go below {t:.3f} of the table")
+            session.model.load_state_dict(state)
+            session.apply(masks, shrink_only=False)  # more pruning keeps what the search removed
+            more = bool(np.all(scaled >= space.quantise(np.asarray(sparsities, float)) - 1e-12))
+            new = space.masks(scaled, shrink_only=more)
+            session.model.load_state_dict(space.base_state)
+            return (scaled, new), space.count(new) / space.dense
+
+        target = 1 - self._budget
+        (chosen, new), steps, best = calibrate(target, solve, lambda c: space.end_to_end.measure(c[1]),
+                                               first=(target, (sparsities, masks), cand.resource_ratio))
+        self._latency_steps, self._latency_chosen = [s.as_dict() for s in steps], best
+        measured = {f"measured_{k}": v for k, v in steps[best].measured.as_dict().items() if k.endswith("ratio")}
+        if best == 0:
+            cand.extra.update(measured)
+            return
+        # the pruner's finetuner (NetAdapt's short-term one; none for SA without one) recovers what the step cut
+        _, new_cand, weights = self._evaluate(chosen, "latency calibration", masks=new, state=state,
+                                              keep_weights=True, **measured)
+        new_cand.accepted = True
+        self._best = (new_cand, chosen, new, weights)
 
     def _evaluate(self, sparsities: np.ndarray, phase: str, masks: Masks | None = None,
                   state: dict[str, torch.Tensor] | None = None, finetune: Callable[..., Any] | None = None,
@@ -666,10 +745,14 @@ class SearchPruner:
     def summary(self) -> dict[str, Any]:
         """Numbers of the search as a whole (subclasses add theirs, e.g. SA's acceptance rate)."""
         best = self._best[0] if self._best else None
-        return {"pruner": type(self).__name__, "budget": self._budget, "target": self.target,
-                "dense_score": None if self.dense_score is None else self.sign * self.dense_score,
-                "candidates": len(self.history), "best_id": best.id if best else None,
-                "best_score": best.score if best else None, "seed": self.seed}
+        out = {"pruner": type(self).__name__, "budget": self._budget, "target": self.target,
+               "dense_score": None if self.dense_score is None else self.sign * self.dense_score,
+               "candidates": len(self.history), "best_id": best.id if best else None,
+               "best_score": best.score if best else None, "seed": self.seed}
+        if getattr(self, "_latency_steps", None):  # the table's estimate next to the end-to-end measurement
+            out["latency"] = {"kept_budget": 1 - self._budget, "steps": self._latency_steps,
+                              "chosen_step": self._latency_chosen}
+        return out
 
     def _write_history(self) -> None:
         if self.log_dir is None:
@@ -723,7 +806,7 @@ class SimulatedAnnealingPruner(SearchPruner):
     in basis points of the dense score; T *= cool_down_rate on each acceptance, until T < stop_temperature
     (or `max_rejections` worse candidates in a row are rejected).
 
-    Extra keywords: `target` ('params' | 'flops'), `seed` (every random draw), `max_rejections`.
+    Extra keywords: `target` ('params' | 'flops' | 'latency'), `seed` (every random draw), `max_rejections`.
     """
 
     name = "simulated annealing"
