@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fxprune.errors import InputError
+from fxprune.latency import kernel_per_run
 
 __all__ = ["BenchResult", "benchmark", "kernel_time"]
 
@@ -230,8 +231,6 @@ def kernel_time(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], thread
         for _ in range(runs):
             sess.run(None, dict(feeds))
         events = json.loads(Path(sess.end_profiling()).read_text())
-    from fxprune.latency import kernel_per_run
-
     per_run = kernel_per_run(events)
     return float(np.median(per_run)) if per_run.size else 0.0
 

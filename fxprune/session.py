@@ -211,6 +211,7 @@ class Session:
                  example_inputs: tuple[Any, ...], baseline: Baseline, timings: dict[str, float]) -> None:
         self.model, self.graph, self.config, self.layers = model, graph, config, layers
         self.example_inputs, self.timings = example_inputs, timings
+        self._end_to_end: EndToEnd | None = None  # the dense export a latency budget measures against (once)
         self.masks = Masks(graph)
         self._baseline = baseline
         self._finished = False
@@ -255,8 +256,9 @@ class Session:
         if cfg.budget is not None and "latency" in cfg.budget:  # table + end-to-end calibration (fxprune.latency)
             e2e = None
             if cfg.options.get("latency_calibration", True):
-                e2e = self.__dict__.get("_end_to_end") or EndToEnd(self.model, self.graph, self.example_inputs)
-                self._end_to_end = e2e  # the dense export: once per session
+                if self._end_to_end is None:
+                    self._end_to_end = EndToEnd(self.model, self.graph, self.example_inputs)
+                e2e = self._end_to_end
             return latency_budget_masks(self.graph, cfg, layers, score, previous, e2e)
         if cfg.budget is not None:  # channels by importance per unit of a resource (fxprune.budget)
             return budget_masks(self.graph, cfg, layers, score, cost_model(next(iter(cfg.budget)), self.graph),
