@@ -89,17 +89,25 @@ def _others(t: torch.Tensor, d: int) -> list[int]:
 
 
 def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
-    """`t` as one contiguous row per element of dim d: reducing rows is several times faster than reducing
-    the other dims in place (a strided reduction for an input-channel dim)."""
+    """`t` as one row per element of dim d (a copy unless d is the first dim)."""
     return t.movedim(d, 0).reshape(t.shape[d], -1)
 
 
+def _reduce(t: torch.Tensor, d: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Sum of `fn(t)` over every dim but d. Dim 0 (a filter): contiguous rows. Another dim (a consumer's input
+    channel): a reduction over the other dims in place, which costs half the CPU time of copying the tensor
+    into rows first (measured on ResNet-50's convs at 1 and 2 threads)."""
+    if t.dim() == 1:
+        return fn(t)
+    return fn(t.reshape(t.shape[0], -1)).sum(1) if d == 0 else fn(t).sum(_others(t, d))
+
+
 def _abs_sum(t: torch.Tensor, d: int) -> torch.Tensor:
-    return _rows(t, d).abs().sum(1) if t.dim() > 1 else t.abs()
+    return _reduce(t, d, torch.abs)
 
 
 def _square_sum(t: torch.Tensor, d: int) -> torch.Tensor:
-    return _rows(t, d).square().sum(1) if t.dim() > 1 else t.square()
+    return _reduce(t, d, torch.square)
 
 
 def _distance_sum(t: torch.Tensor, d: int) -> torch.Tensor:
