@@ -41,7 +41,9 @@ class Protocol:
     lr: float = 3e-3
     decay: str | None = "linear"
     dense_epochs: int = 8
+    dense_lr: float = 3e-3
     schedule: str = "per_round"
+    warm_up: bool = True
 
 
 @dataclass
@@ -73,10 +75,10 @@ def _train_batches(task: Task, batch_size: int, seed: int) -> datasets.Batches:
 
 
 def dense_model(task: Task, seed: int, protocol: Protocol = Protocol()) -> torch.nn.Module:
-    """The dense CNN of `seed`, trained to convergence with the fine-tuning protocol (`dense_epochs`), in eval mode."""
+    """The dense CNN of `seed` (Adam at `dense_lr` with the protocol's batch and decay, `dense_epochs`), eval mode."""
     torch.manual_seed(seed)
     model = task.model()
-    training.train(model, _train_batches(task, protocol.batch_size, seed), protocol.dense_epochs, protocol.lr,
+    training.train(model, _train_batches(task, protocol.batch_size, seed), protocol.dense_epochs, protocol.dense_lr,
                    decay=protocol.decay, desc="dense")
     return model.eval()
 
@@ -118,7 +120,8 @@ def agp_arm(dense: torch.nn.Module, task: Task, config: dict, seed: int,
     evaluate = training.make_evaluator(datasets.batches(task.data.x_test, task.data.y_test, 1000))
     torch.manual_seed(seed)
     r = fxprune.iterate(dense, config, task.data.x_test[:1], schedule="agp", iterations=protocol.iterations,
-                        finetune=_finetune(task, protocol, seed, 1, protocol.iterations + 1), evaluate=evaluate, progress=False)
+                        finetune=_finetune(task, protocol, seed, 1, protocol.iterations + protocol.warm_up),
+                        warm_up=protocol.warm_up, evaluate=evaluate, progress=False)
     return evaluate(r.model), r
 
 
@@ -173,12 +176,14 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--decay", default="linear", help="linear, cosine or none")
     p.add_argument("--dense-epochs", type=int, default=8)
+    p.add_argument("--dense-lr", type=float, default=3e-3)
     p.add_argument("--schedule", default="per_round", help="per_round (each AGP round decays its own rate) or global")
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--no-warm-up", action="store_true", help="AGP without NNI's sparsity-0 round (one epoch less each)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     protocol = Protocol(args.iterations, args.batch_size, args.lr, None if args.decay == "none" else args.decay,
-                        args.dense_epochs, args.schedule)
+                        args.dense_epochs, args.dense_lr, args.schedule, not args.no_warm_up)
     task = load_task(args.task, args.n_train)
     task.width = args.width
     out = []
