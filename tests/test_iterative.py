@@ -448,19 +448,20 @@ def test_agp_to_80_percent_of_the_weights_beats_one_shot_with_the_same_fine_tuni
 
 
 @pytest.mark.slow
-def test_agp_to_50_percent_of_the_channels_ties_one_shot_with_the_same_fine_tuning(record_property) -> None:
+def test_agp_to_50_percent_of_the_channels_stays_near_one_shot_with_the_same_fine_tuning(record_property) -> None:
     pairs = [_agp_and_one_shot("l1", 0.5, seed, _DECAY) for seed in (0, 1, 2)]
     agp, one_shot = [a for a, _ in pairs], [b for _, b in pairs]
     record_property("agp_accuracy", agp)
     record_property("one_shot_accuracy", one_shot)
     mean_diff = (sum(agp) - sum(one_shot)) / len(pairs)
-    # MEASURED, not issue 10's target met: at 50% of the channels AGP is not ahead of one-shot. On the digits the
-    # two tie within noise (here, and over 5 separately trained CNNs in examples/agp_vs_oneshot.py); on
-    # Fashion-MNIST, where neither is at ceiling, one-shot + 6 epochs leads by 0.4-1.6 points under every protocol
-    # tried (docs/iterative.md): the final structure trains for 6 epochs after one-shot pruning, for about 1-2
-    # after AGP's last rounds. This checks the tie: the paired mean within 3 of 450 images (0.0067: two standard
-    # errors of a 3-seed mean, the per-seed difference's sd being 0.0058 over 5 CNNs). Measured: -0.0030.
-    assert mean_diff >= -0.0067, f"l1 0.5: AGP {agp}, one-shot + 6 epochs {one_shot}, mean difference {mean_diff:+.4f}"
+    # MEASURED, not issue 10's target met: at 50% of the channels AGP is not ahead of one-shot. Here the paired
+    # mean is -0.0030 (per data order +0.0022, -0.0067, -0.0044); over 5 separately trained CNNs
+    # (examples/agp_vs_oneshot.py) -0.0049, AGP ahead in none; on Fashion-MNIST, where neither is at ceiling,
+    # one-shot + 6 epochs leads by 0.3-1.6 points under every protocol tried (docs/iterative.md): the final
+    # structure fine-tunes for 6 epochs after one-shot pruning, for about 2 after AGP's last rounds. So this only
+    # bounds the gap: the paired mean within 1 point (4.5 of 450 images, over two standard errors of the mean
+    # above what was measured); it fails if AGP's rounds break, it does not claim AGP >= one-shot.
+    assert mean_diff >= -0.01, f"l1 0.5: AGP {agp}, one-shot + 6 epochs {one_shot}, mean difference {mean_diff:+.4f}"
 
 
 @pytest.mark.slow
