@@ -14,7 +14,7 @@ from fxprune import schedules
 from fxprune.errors import ConfigError, FxPruneError
 from fxprune.nni import TorchEvaluator
 from fxprune.pruners.iterative import _measure
-from tests.realdata import digits_batches, digits_cnn, digits_evaluator, digits_finetuner, digits_input
+from tests.realdata import digits_batches, digits_cnn, digits_data, digits_evaluator, digits_input
 
 X = digits_input()
 
@@ -401,34 +401,67 @@ def test_v1_bad_calls() -> None:
         AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["default"]}], opt, "admm")
 
 
-# -- accuracy: gradual beats one-shot at the same fine-tuning budget ----------------------------
+# -- accuracy: AGP against one-shot at the same fine-tuning budget ---------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("pruner, sparsity", [("level", 0.8), ("l1", 0.5)])
-def test_agp_is_at_least_as_accurate_as_one_shot_with_the_same_fine_tuning(pruner, sparsity, record_property) -> None:
-    evaluator, train_b = digits_evaluator(), digits_batches()[0]
-    torch.manual_seed(0)
-    r = fxprune.iterate(digits_cnn(), {"pruner": pruner, "sparsity": sparsity}, X, schedule="agp", iterations=5,
-                        finetune=digits_finetuner(1), evaluate=evaluator)
-    epochs = len(r.rounds)  # one epoch per round, warm-up included
-    torch.manual_seed(0)
-    s = fxprune.prepare(digits_cnn(), {"pruner": pruner, "sparsity": sparsity}, X)
+# (batch size, Adam learning rate, decay): the fixtures' fine-tuner (a short budget: 21 steps an epoch at a constant
+# rate) and issue 9's protocol (84 steps an epoch, the rate decaying linearly to 0 over each call)
+_SHORT = (64, 1e-3, None)
+_DECAY = (16, 3e-3, "linear")
+
+
+def _agp_and_one_shot(pruner: str, sparsity: float, seed: int, protocol: tuple) -> tuple[float, float]:
+    """(AGP, one-shot) test accuracies from the same trained CNN: AGP in 5 rounds plus the warm-up, one epoch of
+    fine-tuning per round; one-shot pruning to the same target, then as many epochs as AGP had rounds. Same data
+    order (`seed`), batch size, optimizer and rate; both end at the same structure."""
+    data, evaluator = digits_data(), digits_evaluator()
+    batch_size, lr, decay = protocol
+    train_b = fxprune.datasets.batches(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed)
+
+    def finetune(model: torch.nn.Module, epochs: int = 1) -> None:
+        fxprune.training.train(model, train_b, epochs, lr, decay=decay, desc="fine-tuning")
+
+    config = {"pruner": pruner, "sparsity": sparsity}
+    torch.manual_seed(seed)
+    r = fxprune.iterate(digits_cnn(), config, X, schedule="agp", iterations=5, finetune=finetune, progress=False)
+    torch.manual_seed(seed)
+    s = fxprune.prepare(digits_cnn(), config, X)
     s.apply(s.compute_masks())
-    fxprune.training.train(s.model, train_b, epochs=epochs, lr=1e-3)  # masked: removed weights stay removed
+    finetune(s.model, len(r.rounds))  # masked: removed weights stay removed
     one_shot = s.finish()
-    agp_acc, one_shot_acc = evaluator(r.model), evaluator(one_shot.model.eval())
-    record_property("agp_accuracy", agp_acc)
-    record_property("one_shot_accuracy", one_shot_acc)
-    print(f"{pruner} {sparsity}: AGP {agp_acc:.4f}, one-shot + {epochs} epochs {one_shot_acc:.4f}")
     if pruner == "level":  # channels whose weights all became zero are removed too: which ones depends on training
         _assert_level_budget(r.model, digits_cnn(), sparsity)
+        _assert_level_budget(one_shot.model, digits_cnn(), sparsity)
     else:
-        assert r.rounds[-1].params == one_shot.report.params_after
-        assert r.rounds[-1].nonzero_params == one_shot.report.nonzero_params_after
-    # 450 test images: one standard error of an accuracy near 0.98 is 0.0066. Level at 80% separates clearly
-    # (AGP ~0.98 vs one-shot ~0.93); at 50% of the channels the two land within noise of each other (AGP ahead
-    # or behind by a few images depending on the platform), so there the test allows two standard errors.
-    assert agp_acc >= one_shot_acc - (0.0 if pruner == "level" else 0.0133)
+        assert (r.rounds[-1].params, r.rounds[-1].macs) == (one_shot.report.params_after, one_shot.report.macs_after)
+    return evaluator(r.model), evaluator(one_shot.model.eval())
+
+
+@pytest.mark.slow
+def test_agp_to_80_percent_of_the_weights_beats_one_shot_with_the_same_fine_tuning(record_property) -> None:
+    agp, one_shot = _agp_and_one_shot("level", 0.8, 0, _SHORT)
+    record_property("agp_accuracy", agp)
+    record_property("one_shot_accuracy", one_shot)
+    # 450 test images: one standard error near 0.95 is 0.01; measured AGP 0.98, one-shot 0.93. With issue 9's
+    # longer protocol (_DECAY) one-shot catches up and both reach ~0.985 (docs/iterative.md): the gain of gradual
+    # pruning is a gain at a short fine-tuning budget.
+    assert agp > one_shot + 0.02, f"level 0.8: AGP {agp:.4f}, one-shot + 6 epochs {one_shot:.4f}"
+
+
+@pytest.mark.slow
+def test_agp_to_50_percent_of_the_channels_stays_near_one_shot_with_the_same_fine_tuning(record_property) -> None:
+    pairs = [_agp_and_one_shot("l1", 0.5, seed, _DECAY) for seed in (0, 1, 2)]
+    agp, one_shot = [a for a, _ in pairs], [b for _, b in pairs]
+    record_property("agp_accuracy", agp)
+    record_property("one_shot_accuracy", one_shot)
+    mean_diff = (sum(agp) - sum(one_shot)) / len(pairs)
+    # MEASURED, not issue 10's target met: at 50% of the channels AGP is not ahead of one-shot. Here the paired
+    # mean is -0.0030 (per data order +0.0022, -0.0067, -0.0044); over 5 separately trained CNNs
+    # (examples/agp_vs_oneshot.py) -0.0049, AGP ahead in none; on Fashion-MNIST, where neither is at ceiling,
+    # one-shot + 6 epochs leads by 0.3-1.6 points under every protocol tried (docs/iterative.md): the final
+    # structure fine-tunes for 6 epochs after one-shot pruning, for about 2 after AGP's last rounds. So this only
+    # bounds the gap: the paired mean within 1 point (4.5 of 450 images, over two standard errors of the mean
+    # above what was measured); it fails if AGP's rounds break, it does not claim AGP >= one-shot.
+    assert mean_diff >= -0.01, f"l1 0.5: AGP {agp}, one-shot + 6 epochs {one_shot}, mean difference {mean_diff:+.4f}"
 
 
 @pytest.mark.slow
