@@ -74,6 +74,15 @@ SCHEDULES = {"linear", "agp", "lottery"}
 _NEEDS_DATA = {"slim", "apoz", "mean_activation", "taylorfo", "admm", "movement"}
 
 
+def image_jobs(model_name: str) -> list[tuple[str, float, str]]:
+    """(algorithm, amount, unit) rows of one image model: the CNN at every amount; the ResNet (a second picture of
+    the same ranking, kept inside the time budget) every algorithm at the middle amount."""
+    channels, weights = (CHANNEL_AMOUNTS, WEIGHT_AMOUNTS) if model_name == "cnn" else ((0.5,), (0.8,))
+    jobs = [(n, a, "channels") for n in STRUCTURED for a in channels]
+    jobs += [(n, a, "macs") for n in SEARCH for a in channels]
+    return jobs + [(n, a, "weights") for n in FINE_GRAINED for a in weights]
+
+
 class Unavailable(Exception):
     """A case cannot run here (a package is missing); the message says how to install it."""
 
@@ -87,25 +96,34 @@ class Settings:
     threads: int
     n_train: int = 10000
     n_test: int = 5000
-    epochs: int = 4
-    ft_epochs: int = 2
+    cnn_width: int = 32  # at 50% of the channels a width-32 CNN keeps a width-16 one, enough for Fashion-MNIST
+    resnet_width: int = 16
+    # One recipe for the dense model and every fine-tuning (what issue 9 found works): Adam 3e-3, batch 16, the
+    # learning rate decayed linearly to 0 over each run.
+    batch: int = 16
+    lr: float = 3e-3
+    epochs: int = 3
+    ft_epochs: float = 1.0
+    prune_n: int = 2000  # training images the data-driven and training pruners see while pruning (batch 64)
     bench_batch: int = 16
-    bench: dict[str, Any] = field(default_factory=lambda: {"warmup": 5, "min_runs": 20, "min_time_s": 0.5})
+    bench: dict[str, Any] = field(default_factory=lambda: {"warmup": 5, "min_runs": 20, "min_time_s": 0.3})
     head_n: int = 2000
     text_test: int = 600
     distil_n: int = 2000
     distil_epochs: int = 2
+    distil_lr: float = 1e-4
     max_length: int = 48
     tones_test: int = 128
     tones_distil: int = 512
     crepe_epochs: int = 6
     crepe_sizes: tuple[str, ...] = ("tiny", "full")
     stat_batches: int = 20  # batches the data-driven criteria collect statistics over
-    admm_iterations: int = 5
-    rounds: int = 5  # rounds of linear/agp/lottery and of AutoCompress (3 of them)
+    admm_iterations: int = 2
+    rounds: int = 3  # rounds of linear/agp/lottery and of AutoCompress
+    round_ft: float = 0.2  # fine-tuning after each linear/agp/lottery round, in epochs
     val_n: int = 1000  # training images the search algorithms' evaluator scores (the test set stays unseen)
-    sa_cool_down: float = 0.9  # simulated annealing: ~15 accepted candidates from T=100 to T=20
-    amc_episodes: int = 60
+    sa_cool_down: float = 0.8  # simulated annealing: ~8 accepted candidates from T=100 to T=20
+    amc_episodes: int = 20
     netadapt_step: float = 0.1
     sensitivity_step: float = 0.1
 
@@ -113,11 +131,12 @@ class Settings:
     def make(cls, quick: bool, seed: int, threads: int) -> Settings:
         if not quick:
             return cls(False, seed, threads)
-        return cls(True, seed, threads, n_train=600, n_test=300, epochs=1, ft_epochs=1, bench_batch=4,
-                   bench={"warmup": 1, "min_runs": 3, "min_time_s": 0.0}, head_n=120, text_test=60, distil_n=32,
-                   distil_epochs=1, max_length=24, tones_test=16, tones_distil=32, crepe_epochs=1,
-                   crepe_sizes=("tiny",), stat_batches=2, admm_iterations=1, rounds=2, val_n=200,
-                   sa_cool_down=0.5, amc_episodes=4, netadapt_step=0.3, sensitivity_step=0.4)
+        return cls(True, seed, threads, n_train=600, n_test=300, cnn_width=8, resnet_width=8, epochs=1,
+                   ft_epochs=0.5, prune_n=200, bench_batch=4, bench={"warmup": 1, "min_runs": 3, "min_time_s": 0.0},
+                   head_n=120, text_test=60, distil_n=32, distil_epochs=1, max_length=24, tones_test=16,
+                   tones_distil=32, crepe_epochs=1, crepe_sizes=("tiny",), stat_batches=2, admm_iterations=1,
+                   rounds=2, round_ft=0.1, val_n=200, sa_cool_down=0.5, amc_episodes=4, netadapt_step=0.3,
+                   sensitivity_step=0.4)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -207,7 +226,8 @@ def _image_data(s: Settings) -> datasets.ImageData:
 @dataclass
 class _ImageCtx:
     data: datasets.ImageData
-    train_b: datasets.Batches
+    train_b: datasets.Batches  # the training images in batches of Settings.batch: training and fine-tuning
+    prune_b: datasets.Batches  # a subset that the data-driven and training pruners see while pruning
     test_b: datasets.Batches
     s: Settings
     tmp: Path
@@ -250,9 +270,17 @@ def _from_result(result: fxprune.CompileResult, unit: str) -> _Pruned:
                    rep.macs_before, rep)
 
 
+def _finetune(ctx: _ImageCtx, model: torch.nn.Module, epochs: float, desc: str) -> None:
+    """The one fine-tuning recipe (the dense model's): Adam, batch Settings.batch, linear decay over `epochs`."""
+    steps = max(1, round(epochs * len(ctx.train_b)))
+    training.train(model, ctx.train_b, math.ceil(epochs), ctx.s.lr, decay="linear", max_steps=steps, desc=desc)
+
+
 def _iterative(ctx: _ImageCtx, dense: torch.nn.Module, name: str, amount: float) -> _Pruned:
-    """linear/agp/lottery: rounds of L1 channel pruning on the schedule, one fine-tuning epoch per round."""
-    finetune = training.make_finetuner(ctx.train_b, epochs=1, lr=1e-3)
+    """linear/agp/lottery: rounds of L1 channel pruning on the schedule, a short fine-tuning after each round."""
+    def finetune(model: torch.nn.Module) -> None:
+        _finetune(ctx, model, ctx.s.round_ft, f"{name} round fine-tuning")
+
     r = fxprune.iterate(copy.deepcopy(dense), {"pruner": "l1", "sparsity": amount}, (ctx.x1,), schedule=name,
                         iterations=ctx.s.rounds, finetune=finetune, reset_weights=name == "lottery", progress=False)
     c = r.chosen
@@ -279,7 +307,7 @@ def _search(ctx: _ImageCtx, dense: torch.nn.Module, name: str, amount: float) ->
         pruner = pruners.SensitivityPruner(model, config_list, evaluator=evaluator, checkpoint_dir=None,
                                                    sparsity_per_iter=s.sensitivity_step, **common)
     elif name == "autocompress":  # rounds of SA + ADMM (ADMM trains on the training batches)
-        admm = {"trainer": training.make_trainer(ctx.train_b, desc="admm training"),
+        admm = {"trainer": training.make_trainer(ctx.prune_b, desc="admm training"),
                 "traced_optimizer": (torch.optim.Adam, {"lr": 1e-3}), "criterion": F.cross_entropy,
                 "iterations": s.admm_iterations, "training_epochs": 1}
         sa = {"evaluator": evaluator, "cool_down_rate": s.sa_cool_down, "target": "flops"}
@@ -305,13 +333,12 @@ def _image_row(ctx: _ImageCtx, dense: torch.nn.Module, dense_onnx: Path, name: s
             elif name in SEARCH:
                 got = _search(ctx, dense, name, amount)
             else:
-                config = _config(name, amount, unit, ctx.s, data=ctx.train_b, loss=F.cross_entropy)
+                config = _config(name, amount, unit, ctx.s, data=ctx.prune_b, loss=F.cross_entropy)
                 got = _from_result(fxprune.compile(copy.deepcopy(dense), config, (ctx.x1,)), unit)
         compile_s = time.perf_counter() - start
         acc0 = training.evaluate(got.tuned, ctx.test_b)
         start = time.perf_counter()
-        training.train(got.tuned, ctx.train_b, ctx.s.ft_epochs, 1e-3, cosine=True,
-                       desc=f"fine-tuning {name} {amount:.0%}")
+        _finetune(ctx, got.tuned, ctx.s.ft_epochs, f"fine-tuning {name} {amount:.0%}")
         ft_s = time.perf_counter() - start
         acc1 = training.evaluate(got.tuned, ctx.test_b)
         dense_ms, pruned_ms = _latency(ctx, dense_onnx, got.pruned, f"{model_name}_{name}_{amount}")
@@ -328,36 +355,39 @@ def _image_row(ctx: _ImageCtx, dense: torch.nn.Module, dense_onnx: Path, name: s
 
 def run_images(s: Settings, tmp: Path) -> dict[str, Any]:
     data = _image_data(s)
-    train_b = datasets.batches(data.x_train, data.y_train, 128, shuffle=True, seed=s.seed)
+    train_b = datasets.batches(data.x_train, data.y_train, s.batch, shuffle=True, seed=s.seed)
+    prune_b = datasets.batches(data.x_train[:s.prune_n], data.y_train[:s.prune_n], 64, shuffle=True, seed=s.seed)
     test_b = datasets.batches(data.x_test, data.y_test, 1000)
     val_n = min(s.val_n, len(data.x_train))
     val_b = datasets.batches(data.x_train[:val_n], data.y_train[:val_n], 1000)
-    ctx = _ImageCtx(data, train_b, test_b, s, tmp, data.x_test[:1], data.x_test[:s.bench_batch], val_b)
+    ctx = _ImageCtx(data, train_b, prune_b, test_b, s, tmp, data.x_test[:1], data.x_test[:s.bench_batch], val_b)
     image = data.shape[-1]
     out: dict[str, Any] = {"data": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
                            "models": {}}
-    for model_name, build in (("cnn", lambda: models.small_cnn(data.shape[0], len(data.classes), image)),
-                              ("resnet", lambda: models.small_resnet(data.shape[0], len(data.classes)))):
+    builds = {"cnn": lambda: models.small_cnn(data.shape[0], len(data.classes), image, s.cnn_width),
+              "resnet": lambda: models.small_resnet(data.shape[0], len(data.classes), s.resnet_width)}
+    for model_name, build in builds.items():
+        case_start = time.perf_counter()
         torch.manual_seed(s.seed)
         dense = build()
         start = time.perf_counter()
-        training.train(dense, train_b, s.epochs, 3e-3, cosine=True, desc=f"training the dense {model_name}")
+        training.train(dense, train_b, s.epochs, s.lr, decay="linear", desc=f"training the dense {model_name}")
         train_s = time.perf_counter() - start
         dense_acc = training.evaluate(dense, test_b)
         control = copy.deepcopy(dense)  # the dense model given the same extra budget as every pruned one
-        training.train(control, train_b, s.ft_epochs, 1e-3, cosine=True, desc="fine-tuning the dense control")
+        _finetune(ctx, control, s.ft_epochs, "fine-tuning the dense control")
+        _say(f"{model_name}: dense {100 * dense_acc:.1f}% after {train_s:.0f} s of training")
         dense_onnx = tmp / f"{model_name}_dense.onnx"
         with _quiet_warnings():
             fxprune.export_onnx(dense, (ctx.xb,), dense_onnx)
         rows = []
-        jobs = [(n, a, "channels") for n in STRUCTURED for a in CHANNEL_AMOUNTS]
-        jobs += [(n, a, "macs") for n in SEARCH for a in CHANNEL_AMOUNTS]
-        jobs += [(n, a, "weights") for n in FINE_GRAINED for a in WEIGHT_AMOUNTS]
-        for name, amount, unit in progress(jobs, f"pruning the {model_name}"):
+        for name, amount, unit in progress(image_jobs(model_name), f"pruning the {model_name}"):
             rows.append(_image_row(ctx, dense, dense_onnx, name, amount, unit, model_name))
         out["models"][model_name] = {
             "dense_acc": dense_acc, "control_acc": training.evaluate(control, test_b), "train_s": train_s,
+            "width": s.cnn_width if model_name == "cnn" else s.resnet_width,
             "params": sum(p.numel() for p in dense.parameters()), "rows": rows}
+        _say(f"{model_name}: {time.perf_counter() - case_start:.0f} s in all")
         _out(_image_tables(out, model_name))
         _out("")
     return out
@@ -606,7 +636,8 @@ def _image_tables(out: dict[str, Any], model_name: str) -> str:
         rows.append([r["algorithm"], _amount_text(r), _pct(r["acc_oneshot"]), _pct(r["acc_ft"]), f"{r['params']:,}",
                      f"{r['nonzero']:,}", f"{100 * r['macs'] / r['macs_before']:.1f}", f"{r['dense_ms']:.3f}",
                      f"{r['pruned_ms']:.3f}", f"{r['dense_ms'] / r['pruned_ms']:.2f}x", f"{r['compile_s']:.2f}"])
-    title = {"cnn": "small CNN (4 conv+BN blocks)", "resnet": "ResNet-8 (3 BasicBlocks)"}[model_name]
+    title = {"cnn": "small CNN (4 conv+BN blocks", "resnet": "ResNet-8 (3 BasicBlocks"}[model_name]
+    title += f", width {m['width']})" if "width" in m else ")"
     return f"### {title} on {out['data']}\n\n" + _table(header, rows)
 
 
@@ -772,14 +803,18 @@ def _markdown(results: dict[str, Any], figs: list[str], fig_rel: str) -> str:
     else:
         parts.append(
             f"{images['data']}: {images['n_train']:,} training and {images['n_test']:,} test images (a fixed seeded "
-            f"subset). Each model is trained for {s['epochs']} epochs (Adam 3e-3, cosine decay, batch 128); every "
-            f"pruned model is then fine-tuned for {s['ft_epochs']} epoch(s) (Adam 1e-3, cosine). \"dense + same "
-            "fine-tuning\" is the dense model given that same extra budget: the fair bar for the pruned ones. "
-            "Fine-grained algorithms prune the weights of convs and linears only and are fine-tuned with their "
-            f"masks on. Latency: onnxruntime on CPU, batch {s['bench_batch']}, {s['threads']} thread(s), median, dense "
-            "and pruned timed together (interleaved). Search algorithms remove that share of the MACs; their "
+            f"subset). One recipe trains the dense models and fine-tunes every pruned one: Adam "
+            f"{s.get('lr', 3e-3):g}, batch {s.get('batch', 16)}, the learning rate decayed linearly to 0. Each dense "
+            f"model is trained for {s['epochs']} epochs; every pruned model is then fine-tuned for {s['ft_epochs']:g} "
+            "epoch(s). \"dense + same fine-tuning\" is the dense model given that same extra budget: the fair bar for "
+            "the pruned ones (and a check that the dense model had converged). Data-driven and training pruners "
+            f"(statistics, sparsity training, ADMM, movement) see {s.get('prune_n', 2000):,} training images while "
+            "pruning. Fine-grained algorithms prune the weights of convs and linears only and are fine-tuned with "
+            f"their masks on. Latency: onnxruntime on CPU, batch {s['bench_batch']}, {s['threads']} thread(s), median, "
+            "dense and pruned timed together (interleaved). Search algorithms remove that share of the MACs; their "
             f"evaluator is the accuracy on {s.get('val_n', 1000):,} training images (the test set stays unseen). "
-            f"linear/agp/lottery run {s.get('rounds', 5)} rounds of L1 pruning with one fine-tuning epoch per round "
+            f"linear/agp/lottery run {s.get('rounds', 3)} rounds of L1 pruning with {s.get('round_ft', 0.2):g} epoch "
+            "of fine-tuning after each "
             "(lottery rewinds the weights), before the same final fine-tuning as the others.\n")
         for model_name in images["models"]:
             parts.append(_image_tables(images, model_name) + "\n")
