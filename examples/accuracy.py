@@ -432,54 +432,30 @@ def _length_batches(mask: torch.Tensor, size: int, gen: torch.Generator) -> list
     return [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
 
 
-class _Taps:
-    """The output of every encoder layer (BERT's `encoder.layer.N.output.LayerNorm`), kept by forward hooks."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.out: dict[str, torch.Tensor] = {}
-        self.names = [n for n, _ in model.named_modules() if n.endswith("output.LayerNorm") and "attention" not in n]
-        self._handles = [model.get_submodule(n).register_forward_hook(self._keep(n)) for n in self.names]
-
-    def _keep(self, name: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-            self.out[name] = output
-        return hook
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
 def _distil(student: Any, dense: Any, ids: torch.Tensor, mask: torch.Tensor, s: Settings, desc: str) -> int:
     """Distil the pruned encoder towards the dense one on unlabelled snippets: 1 - cos of the sentence embeddings
-    plus the mean squared error of every encoder layer's token outputs (the pruned model keeps the hidden size and
-    the layers, so each layer has a target), AdamW with linear decay, batches of similar length. Returns the steps."""
+    plus the mean squared error of the last layer's token outputs (the pruned model keeps the hidden size, so every
+    token has a target: more signal per snippet than the pooled embedding alone), AdamW with linear decay, batches
+    of similar length. Returns the steps."""
     gen = torch.Generator().manual_seed(s.seed)
     plan = [_length_batches(mask, 32, gen) for _ in range(s.distil_epochs)]
     steps = sum(len(p) for p in plan)
     opt = torch.optim.AdamW(student.parameters(), lr=s.distil_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1 - i / steps))
-    taps_s, taps_t = _Taps(student), _Taps(dense)
-    layers = [n for n in taps_s.names if n in taps_t.names]
-    try:
-        with progress(steps, desc) as bar:
-            for idx in (i for p in plan for i in p):
-                b_ids, m = _trim(ids[idx], mask[idx])
-                with torch.no_grad():
-                    target = _pool(dense(b_ids, m).last_hidden_state, m)
-                emb = _pool(student(b_ids, m).last_hidden_state, m)
-                loss = (1 - (emb * target).sum(-1)).mean()
-                w = m[..., None].to(emb.dtype)
-                for n in layers:  # per-token squared error over the hidden size, real tokens only
-                    loss = loss + ((taps_s.out[n] - taps_t.out[n]) ** 2 * w).sum() / (w.sum() * emb.shape[-1])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update(loss=loss.item())
-    finally:
-        taps_s.remove()
-        taps_t.remove()
+    with progress(steps, desc) as bar:
+        for idx in (i for p in plan for i in p):
+            b_ids, m = _trim(ids[idx], mask[idx])
+            with torch.no_grad():
+                target = dense(b_ids, m).last_hidden_state
+            hidden = student(b_ids, m).last_hidden_state
+            loss = (1 - (_pool(hidden, m) * _pool(target, m)).sum(-1)).mean()
+            w = m[..., None].to(hidden.dtype)  # per-token squared error over the hidden size, real tokens only
+            loss = loss + ((hidden - target) ** 2 * w).sum() / (w.sum() * hidden.shape[-1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(loss=loss.item())
     return steps
 
 
@@ -894,7 +870,7 @@ def _markdown(results: dict[str, Any], figs: list[str], fig_rel: str) -> str:
             "(standard error about 2 points at 600). The pruned encoder keeps that head: accuracy, agreement with "
             "the dense predictions and mean cosine to the dense embeddings, one-shot and after distillation "
             f"on {minilm['n_distil']:,} other, unlabelled snippets: minimise 1 - cos to the dense embeddings plus the "
-            "mean squared error of every encoder layer's token outputs to the dense model's, "
+            "mean squared error of the last layer's token outputs to the dense model's, "
             f"{s.get('distil_epochs', 2)} epochs, AdamW {s.get('distil_lr', 1e-4):g} decayed linearly to 0, batch 32 "
             f"(snippets of similar length together), max length {minilm['max_length']}. Heads and FFN channels are "
             "pruned; the hidden size is kept.\n")
