@@ -753,6 +753,12 @@ def _figures(results: dict[str, Any], fig_dir: Path) -> list[str]:
                                fig_dir / f"images_{model_name}_acc_vs_weights.png",
                                f"{what}: fine-grained pruning", dense)
             keep(f"images_{model_name}_acc_vs_weights.png")
+            half = {f"{r['algorithm']} ({r['unit'].replace('macs', 'MACs')})": 100 * r["acc_ft"] for r in ok
+                    if r["amount"] == 0.5 and r["unit"] != "weights"}
+            figures.plot_bars(half, "test accuracy after fine-tuning (%)", fig_dir / f"images_{model_name}_at_half.png",
+                              f"{model_name} on {images['data']}: every algorithm at 50% of the channels or MACs",
+                              ("dense model", 100 * m["dense_acc"]), band=1.0)
+            keep(f"images_{model_name}_at_half.png")
         cnn = images["models"].get("cnn")
         if cnn:
             half = [r for r in cnn["rows"] if r["status"] == "ok" and r["unit"] == "channels" and r["amount"] == 0.5
@@ -855,6 +861,15 @@ def _markdown(results: dict[str, Any], figs: list[str], fig_rel: str) -> str:
             "(lottery rewinds the weights), before the same final fine-tuning as the others.\n")
         for model_name in images["models"]:
             parts.append(_image_tables(images, model_name) + "\n")
+            m = images["models"][model_name]
+            half = [r for r in m["rows"] if r["status"] == "ok" and r["amount"] == 0.5 and r["unit"] != "weights"]
+            if half:
+                best = max(half, key=lambda r: r["acc_ft"])
+                parts.append(f"Best at 50% of the channels (or MACs): **{best['algorithm']}, "
+                             f"{_pct(best['acc_ft'])}%** after fine-tuning, against {_pct(m['dense_acc'])}% for the "
+                             f"dense model ({100 * (best['acc_ft'] - m['dense_acc']):+.1f} points) and "
+                             f"{_pct(m['control_acc'])}% for the dense model given the same fine-tuning.\n")
+            fig(f"images_{model_name}_at_half.png", f"{model_name}: every algorithm at 50%")
             fig(f"images_{model_name}_acc_vs_macs.png", f"{model_name}: accuracy vs MACs kept")
             fig(f"images_{model_name}_acc_vs_latency.png", f"{model_name}: accuracy vs latency")
             fig(f"images_{model_name}_acc_vs_weights.png", f"{model_name}: accuracy vs weights kept")

@@ -67,6 +67,7 @@ def test_quick_run_produces_every_row_and_figure(tmp_path) -> None:
                 else:
                     assert r["status"] == "not implemented"
             expected_figures |= {f"images_{model_name}_acc_vs_{k}.png" for k in ("macs", "latency", "weights")}
+            expected_figures.add(f"images_{model_name}_at_half.png")
         expected_figures.add("images_cnn_layers.png")
         assert "### small CNN" in markdown and "### ResNet-8" in markdown and "dense + same fine-tuning" in markdown
 
