@@ -757,7 +757,8 @@ def _figures(results: dict[str, Any], fig_dir: Path) -> list[str]:
                     if r["amount"] == 0.5 and r["unit"] != "weights"}
             figures.plot_bars(half, "test accuracy after fine-tuning (%)", fig_dir / f"images_{model_name}_at_half.png",
                               f"{model_name} on {images['data']}: every algorithm at 50% of the channels or MACs",
-                              ("dense model", 100 * m["dense_acc"]), band=1.0)
+                              ("dense model", 100 * m["dense_acc"]), band=1.0,
+                              band_label="within 1 point of the dense model")
             keep(f"images_{model_name}_at_half.png")
         cnn = images["models"].get("cnn")
         if cnn:

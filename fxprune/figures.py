@@ -227,7 +227,8 @@ def plot_scatter(points: Sequence[tuple[float, float]], xlabel: str, ylabel: str
 
 
 def plot_bars(values: Mapping[str, float], xlabel: str, path: str | os.PathLike[str], title: str = "",
-              reference: tuple[str, float] | None = None, band: float | None = None) -> Path:
+              reference: tuple[str, float] | None = None, band: float | None = None,
+              band_label: str | None = None) -> Path:
     """Horizontal bars, best on top, each labelled with its value: e.g. every algorithm's accuracy at one amount.
 
     The x axis starts near the lowest value (not at 0), so that differences of a point stay visible.
@@ -239,6 +240,7 @@ def plot_bars(values: Mapping[str, float], xlabel: str, path: str | os.PathLike[
         title: the figure title.
         reference: (label, x) of a dashed vertical line, e.g. ("dense", 89.7).
         band: shade [reference - band, reference] (e.g. 1 point below dense).
+        band_label: the band's legend entry (default "within {band} of {reference label}").
 
     Returns:
         The path written.
@@ -258,7 +260,7 @@ def plot_bars(values: Mapping[str, float], xlabel: str, path: str | os.PathLike[
     if reference is not None:
         if band:
             ax.axvspan(reference[1] - band, reference[1], color=_FROZEN, alpha=0.15,
-                       label=f"within {band:g} of {reference[0]}")
+                       label=band_label or f"within {band:g} of {reference[0]}")
         ax.axvline(reference[1], color="#555555", linestyle="--", linewidth=1, label=reference[0])
         ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
     ax.set_yticks(ys)
