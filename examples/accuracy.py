@@ -824,14 +824,14 @@ Written by `examples/accuracy.py`{quick_note}; every number below comes from the
 
 - command: `{command}`
 - machine: {machine}
-- seed {seed}; started {started}, took {minutes:.1f} min
+- seed {seed}; started {started}, took {minutes:.1f} min ({cases})
 
 Algorithms this build does not run yet are listed as "not implemented"; rerun the script when they land.
 """
 
 
 def _markdown(results: dict[str, Any], figs: list[str], fig_rel: str) -> str:
-    parts = [_INTRO.format(**results["run"])]
+    parts = [_INTRO.format(**{"cases": "per case not recorded", **results["run"]})]
     if results["run"]["quick"]:
         parts.append("**This is a --quick run: tiny data and budgets that check the pipeline, not the numbers.**\n")
     s = results["settings"]
@@ -989,6 +989,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M")
     t0 = time.perf_counter()
     results: dict[str, Any] = {"settings": {k: v for k, v in vars(s).items()}}
+    timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fxprune-accuracy-") as tmp:
         for case in CASES:
             if case not in cases:
@@ -996,15 +997,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             _say(f"case {case}")
             torch.manual_seed(args.seed)
+            case_start = time.perf_counter()
             try:
                 results[case] = CASES[case](s, Path(tmp))
             except Unavailable as exc:
                 results[case] = str(exc)
                 _out(f"### {case}: skipped: {exc}\n")
+            timings[case] = time.perf_counter() - case_start
+            _say(f"case {case} took {timings[case]:.0f} s")
     command = "python examples/accuracy.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     results["run"] = {"quick": s.quick, "seed": s.seed, "started": started, "command": command,
                       "machine": _machine(s.threads), "minutes": (time.perf_counter() - t0) / 60,
-                      "quick_note": " --quick" if s.quick else ""}
+                      "quick_note": " --quick" if s.quick else "",
+                      "cases": ", ".join(f"{c} {t / 60:.1f} min" for c, t in timings.items()) or "none"}
     figs = _write(results, out, fig_dir)
     _say(f"wrote {out / 'ACCURACY.md'} and {len(figs)} figures in {fig_dir} "
          f"({(time.perf_counter() - t0) / 60:.1f} min)")
