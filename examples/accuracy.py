@@ -120,6 +120,7 @@ class Settings:
     distil_n: int = 2000
     distil_epochs: int = 2
     distil_lr: float = 1e-4
+    prune_text: int = 1000  # distillation snippets that taylorfo's gradients and movement's training see
     max_length: int = 48
     tones_test: int = 128
     tones_distil: int = 512
@@ -141,7 +142,7 @@ class Settings:
             return cls(False, seed, threads)
         return cls(True, seed, threads, n_train=600, n_test=300, cnn_width=8, resnet_width=8, epochs=1,
                    ft_epochs=0.5, prune_n=200, bench_batch=4, bench={"warmup": 1, "min_runs": 3, "min_time_s": 0.0},
-                   head_n=120, text_test=60, distil_n=32, distil_epochs=1, max_length=24, tones_test=16,
+                   head_n=120, text_test=60, distil_n=32, prune_text=32, distil_epochs=1, max_length=24, tones_test=16,
                    tones_distil=32, crepe_epochs=1, crepe_sizes=("tiny",), stat_batches=2, admm_iterations=1,
                    rounds=2, round_ft=0.1, val_n=200, sa_cool_down=0.5, amc_episodes=4, netadapt_step=0.3,
                    sensitivity_step=0.4)
@@ -527,7 +528,9 @@ def run_minilm(s: Settings, tmp: Path) -> dict[str, Any]:
     dense_test = _embed(dense, test_ids, test_mask)
     dense_pred = head.predict(dense_test.numpy())
     y = text.y_test.numpy()
-    teacher = _embed(dense, dis_ids, dis_mask)
+    # taylorfo's gradients and movement's training see the first of the distillation snippets
+    prune_ids, prune_mask = dis_ids[:s.prune_text], dis_mask[:s.prune_text]
+    teacher = _embed(dense, prune_ids, prune_mask)
 
     def score(model: Any) -> dict[str, float]:
         emb = _embed(model, test_ids, test_mask)
@@ -545,8 +548,8 @@ def run_minilm(s: Settings, tmp: Path) -> dict[str, Any]:
             start = time.perf_counter()
             try:  # a failure is an error row (which fails the quick test), never the end of the run
                 with _quiet_warnings():
-                    result = _prune_minilm(dense, name, amount, (test_ids[:2], test_mask[:2]), dis_ids, dis_mask,
-                                           teacher)
+                    result = _prune_minilm(dense, name, amount, (test_ids[:2], test_mask[:2]), prune_ids,
+                                           prune_mask, teacher)
                 compile_s = time.perf_counter() - start
                 student = result.model
                 one = score(student)
