@@ -117,9 +117,9 @@ class Settings:
     bench: dict[str, Any] = field(default_factory=lambda: {"warmup": 5, "min_runs": 20, "min_time_s": 0.3})
     head_n: int = 2000
     text_test: int = 600
-    distil_n: int = 2000
-    distil_epochs: int = 2
-    distil_lr: float = 1e-4
+    distil_n: int = 4000
+    distil_epochs: int = 1
+    distil_lr: float = 3e-4
     prune_text: int = 1000  # distillation snippets that taylorfo's gradients and movement's training see
     max_length: int = 48
     tones_test: int = 128
@@ -428,28 +428,36 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.normalize((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
 
 
-def _length_batches(mask: torch.Tensor, size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Batches of snippets of similar length (little padding left after `_trim`), in a random order."""
+@dataclass
+class _DistilData:
+    """Unlabelled snippets cut into batches of similar length (little padding left after `_trim`), with the dense
+    model's last-layer outputs for each: computed once, shared by every pruned model."""
+
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    targets: list[torch.Tensor]
+
+
+def _distil_data(dense: Any, ids: torch.Tensor, mask: torch.Tensor, size: int = 32) -> _DistilData:
     order = torch.argsort(mask.sum(1), stable=True)
-    chunks = list(order.split(size))
-    return [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
+    batches = [_trim(ids[chunk], mask[chunk]) for chunk in order.split(size)]
+    with torch.no_grad():
+        targets = [dense(b_ids, m).last_hidden_state for b_ids, m in batches]
+    return _DistilData(batches, targets)
 
 
-def _distil(student: Any, dense: Any, ids: torch.Tensor, mask: torch.Tensor, s: Settings, desc: str) -> int:
+def _distil(student: Any, data: _DistilData, s: Settings, desc: str) -> int:
     """Distil the pruned encoder towards the dense one on unlabelled snippets: 1 - cos of the sentence embeddings
     plus the mean squared error of the last layer's token outputs (the pruned model keeps the hidden size, so every
-    token has a target: more signal per snippet than the pooled embedding alone), AdamW with linear decay, batches
-    of similar length. Returns the steps."""
+    token has a target: more signal per snippet than the pooled embedding alone), AdamW with linear decay, the
+    batches in a new random order each epoch. Returns the steps."""
     gen = torch.Generator().manual_seed(s.seed)
-    plan = [_length_batches(mask, 32, gen) for _ in range(s.distil_epochs)]
-    steps = sum(len(p) for p in plan)
+    plan = [i for _ in range(s.distil_epochs) for i in torch.randperm(len(data.batches), generator=gen).tolist()]
+    steps = len(plan)
     opt = torch.optim.AdamW(student.parameters(), lr=s.distil_lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1 - i / steps))
     with progress(steps, desc) as bar:
-        for idx in (i for p in plan for i in p):
-            b_ids, m = _trim(ids[idx], mask[idx])
-            with torch.no_grad():
-                target = dense(b_ids, m).last_hidden_state
+        for i in plan:
+            (b_ids, m), target = data.batches[i], data.targets[i]
             hidden = student(b_ids, m).last_hidden_state
             loss = (1 - (_pool(hidden, m) * _pool(target, m)).sum(-1)).mean()
             w = m[..., None].to(hidden.dtype)  # per-token squared error over the hidden size, real tokens only
@@ -528,6 +536,7 @@ def run_minilm(s: Settings, tmp: Path) -> dict[str, Any]:
     dense_test = _embed(dense, test_ids, test_mask)
     dense_pred = head.predict(dense_test.numpy())
     y = text.y_test.numpy()
+    distil_data = _distil_data(dense, dis_ids, dis_mask)
     # taylorfo's gradients and movement's training see the first of the distillation snippets
     prune_ids, prune_mask = dis_ids[:s.prune_text], dis_mask[:s.prune_text]
     teacher = _embed(dense, prune_ids, prune_mask)
@@ -554,7 +563,7 @@ def run_minilm(s: Settings, tmp: Path) -> dict[str, Any]:
                 student = result.model
                 one = score(student)
                 start = time.perf_counter()
-                steps = _distil(student, dense, dis_ids, dis_mask, s, f"distilling minilm {name} {amount:.0%}")
+                steps = _distil(student, distil_data, s, f"distilling minilm {name} {amount:.0%}")
                 distil_s = time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 - any failure of one algorithm is reported in its row
                 _say(f"minilm {name} {amount:.0%}: {_error(exc)}")
