@@ -131,10 +131,12 @@ class Settings:
     rounds: int = 3  # rounds of linear/agp/lottery and of AutoCompress
     round_ft: float = 0.2  # fine-tuning after each linear/agp/lottery round, in epochs
     val_n: int = 1000  # training images the search algorithms' evaluator scores (the test set stays unseen)
-    sa_cool_down: float = 0.8  # simulated annealing: ~8 accepted candidates from T=100 to T=20
-    amc_episodes: int = 20
-    netadapt_step: float = 0.1
-    sensitivity_step: float = 0.1
+    # the searches get small budgets (the run must fit 20 minutes on 2 cores): their rows show that each runs and
+    # meets its MAC budget, and where a short search lands, not the best it could find
+    sa_cool_down: float = 0.7  # simulated annealing: ~5 accepted candidates from T=100 to T=20
+    amc_episodes: int = 12
+    netadapt_step: float = 0.25
+    sensitivity_step: float = 0.25
 
     @classmethod
     def make(cls, quick: bool, seed: int, threads: int) -> Settings:
