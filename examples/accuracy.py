@@ -872,7 +872,10 @@ def _markdown(results: dict[str, Any], figs: list[str], fig_rel: str) -> str:
             "pruning. Fine-grained algorithms prune the weights of convs and linears only and are fine-tuned with "
             f"their masks on. Latency: onnxruntime on CPU, batch {s['bench_batch']}, {s['threads']} thread(s), median, "
             "dense and pruned timed together (interleaved). Search algorithms remove that share of the MACs; their "
-            f"evaluator is the accuracy on {s.get('val_n', 1000):,} training images (the test set stays unseen). "
+            f"evaluator is the accuracy on {s.get('val_n', 1000):,} training images (the test set stays unseen), "
+            f"with small budgets that fit the run's time: SA cool-down rate {s.get('sa_cool_down', 0.9):g}, AMC "
+            f"{s.get('amc_episodes', 60)} episodes, NetAdapt/Sensitivity steps of {s.get('netadapt_step', 0.1):g}/"
+            f"{s.get('sensitivity_step', 0.1):g}. "
             f"linear/agp/lottery run {s.get('rounds', 3)} rounds of L1 pruning with {s.get('round_ft', 0.2):g} epoch "
             "of fine-tuning after each "
             "(lottery rewinds the weights), before the same final fine-tuning as the others.\n")
