@@ -256,7 +256,8 @@ def plot_bars(values: Mapping[str, float], xlabel: str, path: str | os.PathLike[
     ys = list(range(len(items)))
     ax.barh(ys, [v - left for _, v in items], left=left, color=_KEPT, height=0.6)
     for y, (_, v) in zip(ys, items):
-        ax.text(v + span * 0.01, y, f"{v:.1f}", va="center", ha="left", fontsize=7, color="#333333")
+        ax.text(v + span * 0.01, y, f"{v:.1f}", va="center", ha="left", fontsize=7, color="#333333", zorder=5,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})  # readable over the dense line
     if reference is not None:
         if band:
             ax.axvspan(reference[1] - band, reference[1], color=_FROZEN, alpha=0.15,
