@@ -1,6 +1,6 @@
 """Accuracy of every pruning algorithm on real data and real weights: writes ACCURACY.md and its figures.
 
-    PYTHONPATH=. python examples/accuracy.py          # the full run: about 14 minutes on 2 quiet cores
+    PYTHONPATH=. python examples/accuracy.py          # the full run (estimated 15-20 min on 2 quiet cores)
     PYTHONPATH=. python examples/accuracy.py --quick --out /tmp/acc   # checks the pipeline in about 2 minutes
     PYTHONPATH=. python examples/accuracy.py --cases minilm --out /tmp/acc   # one case (per-case times on stderr)
 
