@@ -4,6 +4,7 @@
     fxprune.figures.plot_bench(bench_result, "bench.png")        # onnxruntime latency per model and batch
     fxprune.figures.plot_lines({"l1": [(x, y), ...]}, "MACs kept (%)", "test accuracy (%)", "acc.png")
     fxprune.figures.plot_scatter([(x, y), ...], "params kept", "score", "search.png", chosen=(x, y), limit=0.5)
+    fxprune.figures.plot_bars({"l1": 88.1, "fpgm": 87.9}, "test accuracy (%)", "at50.png", reference=("dense", 89))
 
 Without matplotlib every function raises `PlotUnavailable`, whose message gives the pip line.
 """
@@ -18,7 +19,8 @@ from typing import Any
 
 from .errors import FxPruneError
 
-__all__ = ["PlotUnavailable", "INSTALL_MATPLOTLIB", "plot_layers", "plot_bench", "plot_lines", "plot_scatter"]
+__all__ = ["PlotUnavailable", "INSTALL_MATPLOTLIB", "plot_layers", "plot_bench", "plot_lines", "plot_scatter",
+           "plot_bars"]
 
 INSTALL_MATPLOTLIB = "pip install matplotlib"
 _DENSE, _KEPT, _FROZEN = "#c9ced6", "#2f6db5", "#e08a1e"
@@ -221,4 +223,52 @@ def plot_scatter(points: Sequence[tuple[float, float]], xlabel: str, ylabel: str
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
     if title:
         ax.set_title(title, fontsize=10, pad=8 + 14 * ((len(handles) + 1) // 2))
+    return _save(fig, path)
+
+
+def plot_bars(values: Mapping[str, float], xlabel: str, path: str | os.PathLike[str], title: str = "",
+              reference: tuple[str, float] | None = None, band: float | None = None,
+              band_label: str | None = None) -> Path:
+    """Horizontal bars, best on top, each labelled with its value: e.g. every algorithm's accuracy at one amount.
+
+    The x axis starts near the lowest value (not at 0), so that differences of a point stay visible.
+
+    Args:
+        values: label -> value.
+        xlabel: the x axis label (with units).
+        path: the PNG file to write.
+        title: the figure title.
+        reference: (label, x) of a dashed vertical line, e.g. ("dense", 89.7).
+        band: shade [reference - band, reference] (e.g. 1 point below dense).
+        band_label: the band's legend entry (default "within {band} of {reference label}").
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    items = sorted(values.items(), key=lambda kv: kv[1])  # barh draws from the bottom: the best ends on top
+    n = max(len(items), 1)
+    fig, ax = plt.subplots(figsize=(7, max(2.6, 0.3 * n + 1.4)))
+    xs = [v for _, v in items] + ([reference[1]] if reference else [])
+    lo, hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    span = max(hi - lo, 1e-9)
+    left = lo - 0.25 * span if lo - 0.25 * span > 0 or lo <= 0 else 0.0
+    ys = list(range(len(items)))
+    ax.barh(ys, [v - left for _, v in items], left=left, color=_KEPT, height=0.6)
+    for y, (_, v) in zip(ys, items):
+        ax.text(v + span * 0.01, y, f"{v:.1f}", va="center", ha="left", fontsize=7, color="#333333", zorder=5,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})  # readable over the dense line
+    if reference is not None:
+        if band:
+            ax.axvspan(reference[1] - band, reference[1], color=_FROZEN, alpha=0.15,
+                       label=band_label or f"within {band:g} of {reference[0]}")
+        ax.axvline(reference[1], color="#555555", linestyle="--", linewidth=1, label=reference[0])
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([textwrap.shorten(k, 28, placeholder="…") for k, _ in items], fontsize=8)
+    ax.set_xlim(left, hi + 0.12 * span)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10, pad=22 if reference is not None else 6)
     return _save(fig, path)
