@@ -174,7 +174,7 @@ def _dense(split: _Split, args: argparse.Namespace, seed: int) -> torch.nn.Modul
 
 def _searches(model: torch.nn.Module, split: _Split, args: argparse.Namespace, seed: int, log: Path) -> dict:
     """Each method's pruner factory; every one scores candidates with `val` (validation accuracy)."""
-    val = training.make_evaluator(datasets.batches(split.x_val, split.y_val, 1000))
+    val = training.make_evaluator(datasets.batches(split.x_val, split.y_val, 100))
     x = split.x_val[:1]
     cfg = [{"total_sparsity": args.budget, "op_types": ["Conv2d"]}]
     short_b = _train_batches(split, args, 10_000 + seed)
@@ -206,8 +206,9 @@ def _searches(model: torch.nn.Module, split: _Split, args: argparse.Namespace, s
 
 def _seed_rows(split: _Split, args: argparse.Namespace, seed: int, log: Path) -> tuple[float, dict[str, _Row]]:
     """Train one dense model, prune it with every method, fine-tune each the same way; test accuracies."""
-    val = training.make_evaluator(datasets.batches(split.x_val, split.y_val, 1000))
-    test = training.make_evaluator(datasets.batches(split.x_test, split.y_test, 1000))
+    # batches of 100: on one CPU thread twice as fast as 1,000 (the activations stay in cache)
+    val = training.make_evaluator(datasets.batches(split.x_val, split.y_val, 100))
+    test = training.make_evaluator(datasets.batches(split.x_test, split.y_test, 100))
     model = _dense(split, args, seed)
     dense = test(model)
     x = split.x_val[:1]
@@ -312,7 +313,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=10_000, help="training images")
     parser.add_argument("--n-val", type=int, default=2_000, help="validation images (the searches' score)")
     parser.add_argument("--n-test", type=int, default=None, help="test images (default: all 10,000)")
-    parser.add_argument("--dense-epochs", type=int, default=3)
+    parser.add_argument("--dense-epochs", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after every search")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (dense and fine-tuning)")
     parser.add_argument("--batch", type=int, default=32)
@@ -332,8 +333,8 @@ def main() -> None:
         print(text)
         return
     log = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="fxprune_search_"))
-    split = _split(args.n_train, args.n_val, args.n_test)
     wall, cpu = time.perf_counter(), time.process_time()
+    split = _split(args.n_train, args.n_val, args.n_test)
     dense, rows = {}, {}
     for seed in args.seeds:
         dense[seed], rows[seed] = _seed_rows(split, args, seed, log)
