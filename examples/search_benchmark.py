@@ -260,7 +260,8 @@ def _table(args: argparse.Namespace, split: _Split, dense: dict[int, float], row
             f"| {name} | {np.mean([x.macs_removed for x in r]):.1%} | {np.mean([x.params_removed for x in r]):.1%} | "
             f"{np.mean([x.val_search for x in r]):.4f} | {np.mean([x.test_search for x in r]):.4f} | "
             f"**{final.mean():.4f}** | {per_seed} | {delta.mean():+.4f} ({per_delta}) | "
-            f"{np.mean([x.candidates for x in r]):.0f} | {np.mean([x.seconds for x in r]):.0f} |")
+            f"{np.mean([x.candidates for x in r]):.0f} | {np.mean([x.seconds for x in r]):.0f} / "
+            f"{np.mean([x.cpu for x in r]):.0f} |")
     sa_rate = np.mean([rows[s]["SimulatedAnnealing"].extra["acceptance_rate"] for s in seeds])
     below = [n for n in METHODS[1:4] if np.mean([rows[s][n].test_final - rows[s]["uniform L1"].test_final
                                                  for s in seeds]) < 0]
@@ -268,6 +269,10 @@ def _table(args: argparse.Namespace, split: _Split, dense: dict[int, float], row
                if not below else
                f"**Below uniform L1 on the mean:** {', '.join(below)} (reported as measured; the search "
                "hyperparameters are the same for every seed and were not tuned per method).")
+    spread = ", ".join(f"{n} {np.std([rows[s][n].test_final - rows[s]['uniform L1'].test_final for s in seeds]):.4f}"
+                       for n in METHODS[1:])
+    verdict += (f" Standard deviation over seeds of the paired difference to uniform L1: {spread}; "
+                f"one test image is {1 / len(split.x_test):.4f}.")
     return "\n".join([
         "# Search pruners against uniform L1",
         "",
@@ -296,11 +301,11 @@ def _table(args: argparse.Namespace, split: _Split, dense: dict[int, float], row
         "",
         "| method | MACs removed | params removed | val. acc. after search | test acc. after search | "
         "**test acc. after fine-tuning** (mean) | per seed | vs uniform L1 (mean; per seed) | candidates | "
-        "search s |",
+        "search s, wall / CPU |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *lines,
         "",
-        verdict + f" One test image is {1 / len(split.x_test):.4f}.",
+        verdict,
         "",
     ])
 
