@@ -268,16 +268,22 @@ class SearchSpace:
         hi = float(np.max(np.where(direction > 0, self.caps / np.maximum(direction, 1e-12), 0)))
         if self.resource(np.minimum(hi * direction, self.caps)) > limit * (1 + 1e-9):
             return None
-        lo = 0.0
         if self.resource(np.zeros_like(direction)) <= limit:
             return np.zeros_like(direction)
-        for _ in range(40):
+        a = self.smallest(lambda m: np.minimum(m * direction, self.caps), hi, limit)
+        return self.quantise(np.minimum(a * direction, self.caps))
+
+    def smallest(self, at: Callable[[float], np.ndarray], hi: float, limit: float, steps: int = 40) -> float:
+        """The smallest a in [0, hi] whose candidate `at(a)` meets `limit`, by bisection (the resource falls as
+        a grows; `at(hi)` must meet it)."""
+        lo = 0.0
+        for _ in range(steps):
             mid = (lo + hi) / 2
-            if self.resource(np.minimum(mid * direction, self.caps)) <= limit:
+            if self.resource(at(mid)) <= limit:
                 hi = mid
             else:
                 lo = mid
-        return self.quantise(np.minimum(hi * direction, self.caps))
+        return hi
 
     # -- masks -------------------------------------------------------------------------------------
     def config_list(self, sparsities: np.ndarray) -> list[dict[str, Any]]:
@@ -337,14 +343,7 @@ def _scale_kept(space: SearchSpace, sparsities: np.ndarray, limit: float) -> np.
         hi *= 2
         if hi > 1e3:
             return None
-    lo = 0.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if space.resource(at(mid)) <= limit:
-            hi = mid
-        else:
-            lo = mid
-    return at(hi)
+    return at(space.smallest(at, hi, limit, steps=30))
 
 
 def _check_algorithm(algorithm: str, target: str) -> None:
@@ -1126,14 +1125,7 @@ class SensitivityPruner(SearchPruner):
         hi = 1 / max(float(direction.max()), 1e-12)
         if space.resource(at(hi)) > limit * (1 + 1e-9):
             return None
-        lo = 0.0
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if space.resource(at(mid)) <= limit:
-                hi = mid
-            else:
-                lo = mid
-        return space.quantise(at(hi))
+        return space.quantise(at(space.smallest(at, hi, limit)))
 
     _masks_from = NetAdaptPruner._masks_from
 
