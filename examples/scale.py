@@ -8,7 +8,7 @@ ReLU, 16 channels, 8x8 input) and pre-norm transformer blocks (LayerNorm, qkv Li
 softmax attention, projection, GELU MLP; width 32, 8 tokens). Narrow layers on small inputs keep the forward
 cheap, so the time measured is fxprune's own work per node. Per model: graph nodes, compile seconds
 (L1, 50%, verification included) by pass, seconds per 1000 nodes, and how much the process's peak resident
-memory grows during the compile. Each model compiles in its own process (after a small warm-up compile that
+memory grows during the compile, at one intra-op thread (see `main`). Each model compiles in its own process (after a small warm-up compile that
 pays torch's lazy imports), so one row's peak memory and garbage do not carry into the next.
 
 Memory is read from the process's peak RSS (`resource.getrusage`), not from `tracemalloc`: tracing every
@@ -151,6 +151,10 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # KIND:NODES, one row as JSON (the child process)
     args = parser.parse_args()
     if args.one:
+        # One intra-op thread: the forwards of these narrow layers are microseconds of work each, and a thread
+        # pool on a shared 2-core machine spends milliseconds per op waiting for a descheduled sibling (verify
+        # of the 1k-node conv graph took 37 s at 2 threads under load, 0.3 s at one), which is not fxprune's.
+        torch.set_num_threads(1)
         kind, nodes = args.one.split(":")
         measure(kind, 50)  # the first compile in a process pays torch's lazy imports: not per node
         print(json.dumps(measure(kind, int(nodes))))
