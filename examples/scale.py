@@ -8,8 +8,9 @@ ReLU, 16 channels, 8x8 input) and pre-norm transformer blocks (LayerNorm, qkv Li
 softmax attention, projection, GELU MLP; width 32, 8 tokens). Narrow layers on small inputs keep the forward
 cheap, so the time measured is fxprune's own work per node. Per model: graph nodes, compile seconds
 (L1, 50%, verification included) by pass, seconds per 1000 nodes, and how much the process's peak resident
-memory grows during the compile, at one intra-op thread (see `main`). Each model compiles in its own process (after a small warm-up compile that
-pays torch's lazy imports), so one row's peak memory and garbage do not carry into the next.
+memory grows during the compile, at one intra-op thread (see `main`). Each model compiles in its own process
+(after a small warm-up compile that pays torch's lazy imports), so one row's peak memory and garbage do not
+carry into the next.
 
 Memory is read from the process's peak RSS (`resource.getrusage`), not from `tracemalloc`: tracing every
 allocation slows the forwards of a graph this large by an order of magnitude (verify went from 0.3 s to 78 s
