@@ -328,3 +328,23 @@ def test_nni_simple_example_ends_smaller_and_accurate():
     model = out["model"]
     assert [model.get_submodule(n).out_channels for n in CONVS] == [4, 7, 13, 13]  # 80%: int(0.8 * n) removed
     assert out["evaluator"](model) > 50.0
+
+
+def test_nni_call_forms_reject_bad_argument_lists_by_name() -> None:
+    """One binder (`fxprune.pruners.base.bind_call`) reads both NNI forms of every class's extra arguments."""
+    from fxprune.pruners import ADMMPruner, AGPPruner, TaylorFOWeightPruner, TorchEvaluator
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    rules = [{"sparsity": 0.5, "op_types": ["Conv2d"]}]
+    too_many = "TaylorFOWeightPruner takes at most 6 arguments after config_list in the NNI 2.6"
+    with pytest.raises(fxprune.InputError, match=too_many):
+        TaylorFOWeightPruner(model, rules, *[None] * 7)
+    with pytest.raises(fxprune.InputError, match="'traced_optimizer' is given twice"):
+        TaylorFOWeightPruner(model, rules, None, None, optimizer=None, traced_optimizer=None)
+    with pytest.raises(fxprune.InputError, match="ADMMPruner: 'traced_optimizer' is given twice"):
+        ADMMPruner(model, rules, None, None, optimizer=None)
+    with pytest.raises(fxprune.InputError, match="AGPPruner: unexpected argument 'speedp'.*it takes: finetuner"):
+        AGPPruner(model, rules, "l1", 3, speedp=True)
+    evaluator = TorchEvaluator(lambda *a, **k: None, torch.optim.SGD, lambda out, y: out.sum())
+    with pytest.raises(fxprune.InputError, match="either evaluator=TorchEvaluator.*or finetuner="):
+        AGPPruner(model, rules, "l1", 3, ".", False, evaluator, finetuner=lambda m: None)

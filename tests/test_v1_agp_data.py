@@ -96,3 +96,17 @@ def test_v1_agp_waits_for_statistics_and_rejects_bad_statistics_batch_num() -> N
     assert pruner.get_masks()["conv1"]["weight"].flatten(1).sum(1).eq(0).nonzero().flatten().tolist() == DEAD
     with pytest.raises(Exception, match="statistics_batch_num"):
         AGPPruner(model, [{"final_sparsity": 0.5, "op_types": ["Conv2d"]}], optimizer, "apoz", statistics_batch_num=0)
+
+
+def test_v1_agp_strip_removes_the_statistics_hooks_from_your_model() -> None:
+    model = _model_with_dead_channels()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    pruner = AGPPruner(model, [{"final_sparsity": 0.25, "end_epoch": 1, "op_types": ["Conv2d"]}], optimizer, "apoz",
+                       dummy_input=X)
+    pruner.compress()
+    _train(model, optimizer, pruner, 2)
+    assert model._forward_pre_hooks  # the hook that remembers your inputs for apoz
+    pruner.strip()
+    seen = list(pruner._recent)
+    model.eval()(X)
+    assert not model._forward_pre_hooks and list(pruner._recent) == seen

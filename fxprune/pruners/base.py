@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ from ..nni_masks import NniMasks, mask_module, unmask_module
 from ..session import Session, prepare
 from .normal import normal_masks
 
-__all__ = ["Pruner", "copy_back"]
+__all__ = ["Pruner", "copy_back", "bind_call", "is_evaluator"]
 
 _log = logging.getLogger("fxprune")
 
@@ -204,3 +205,48 @@ def copy_back(traced: torch.nn.Module, model: torch.nn.Module) -> None:
                 if isinstance(source, torch.Tensor) and source.shape == tensor.shape \
                         and not torch.equal(source, tensor):
                     tensor.copy_(source)
+
+
+def is_evaluator(obj: Any) -> bool:
+    """Whether `obj` is an NNI 2.9+ evaluator (`TorchEvaluator`, ours or one built the same way)."""
+    return all(hasattr(obj, a) for a in ("training_func", "optimizers", "criterion"))
+
+
+def bind_call(owner: str, args: tuple[Any, ...], kwargs: dict[str, Any], old: Sequence[str], new: Sequence[str],
+              *, after: str = "config_list", aliases: dict[str, str] | None = None,
+              keywords: Sequence[str] | None = None) -> tuple[dict[str, Any], bool]:
+    """NNI's "fake overload" of a pruner constructor: the NNI 2.9+ form when the first argument after the fixed
+    ones (or `evaluator=`) is an evaluator, else the NNI 2.6-2.8 form.
+
+    Args:
+        owner: the class name, for messages.
+        args, kwargs: what the user passed after the fixed arguments.
+        after: the last fixed argument's name, for messages.
+        old, new: the parameter names of the two forms, in order.
+        aliases: other NNI names of a parameter (`{"optimizer": "traced_optimizer"}`), by position or by name.
+        keywords: keyword-only names the class also takes; when given, any other name is an error.
+
+    Returns:
+        (every argument by its name, whether the 2.9+ form was used).
+
+    Raises:
+        InputError: too many positional arguments, one given twice, or (with `keywords`) an unknown one.
+    """
+    aliases = aliases or {}
+    first = args[0] if args else kwargs.get("evaluator")
+    evaluator_form = is_evaluator(first)
+    names = tuple(new if evaluator_form else old)
+    form = "NNI 2.9+" if evaluator_form else "NNI 2.6-2.8"
+    if len(args) > len(names):
+        raise InputError(f"{owner} takes at most {len(names)} arguments after {after} in the {form} form "
+                         f"({', '.join(names)}); got {len(args)}")
+    call = {aliases.get(n, n): a for n, a in zip(names, args)}
+    for key, value in kwargs.items():
+        name = aliases.get(key, key)
+        if name in call:
+            raise InputError(f"{owner}: {name!r} is given twice (by position and by name, or with its NNI alias)")
+        if keywords is not None and key not in names and name not in names and key not in keywords:
+            raise InputError(f"{owner}: unexpected argument {key!r} in the {form} form; it takes: "
+                             f"{', '.join((*names, *keywords))}")
+        call[name] = value
+    return call, evaluator_form

@@ -46,11 +46,14 @@ from ..layers import Layer, select_layers
 from ..masks import Masks, compute_masks
 from ..session import Session
 from ..training import split_batch
-from .base import Pruner
+from .base import Pruner, bind_call
 from .evaluator import TorchEvaluator, build_optimizer
 
-__all__ = ["run_data", "score_masks", "first_samples", "Feed", "parse_call", "positive", "init_pruner",
+__all__ = ["run_data", "score_masks", "first_samples", "Feed", "NNI_ALIASES", "positive", "init_pruner",
            "TaylorFOWeightPruner", "ActivationAPoZRankPruner", "ActivationMeanRankPruner"]
+
+#: NNI's other names of the data-driven pruners' arguments (2.5's optimizer, 2.9's training_steps)
+NNI_ALIASES = {"optimizer": "traced_optimizer", "training_steps": "training_batches"}
 
 _ACTIVATIONS = ("relu", "gelu", "relu6")
 #: sentinel for `Pruner.__init__`: the example inputs come later (from the first batch of the data or trainer)
@@ -278,31 +281,6 @@ def first_samples(inputs: Any, n: int = 8) -> Any:
     return inputs
 
 
-# -- call forms ------------------------------------------------------------------------------------------------
-def parse_call(owner: str, args: tuple[Any, ...], kwargs: dict[str, Any], old: tuple[str, ...],
-               new: tuple[str, ...]) -> dict[str, Any]:
-    """NNI's "fake overload": the v2.9 form when the first extra argument is an evaluator, else the v2.6 form.
-
-    Returns:
-        Every argument by its v2.6 name (`training_steps` -> `training_batches`, `optimizer` ->
-        `traced_optimizer`); the caller pops what it knows and passes the rest to the config.
-    """
-    first = args[0] if args else kwargs.get("evaluator")
-    names = new if isinstance(first, TorchEvaluator) else old
-    if len(args) > len(names):
-        raise InputError(f"{owner} takes at most {len(names) + 2} positional arguments (model, config_list, "
-                         f"{', '.join(names)}), got {len(args) + 2}")
-    call = dict(zip(names, args))
-    for key, value in kwargs.items():
-        key = {"optimizer": "traced_optimizer", "training_steps": "training_batches"}.get(key, key)
-        if key in call:
-            raise InputError(f"{owner}: {key} is given twice (by position and by name, or with its NNI alias)")
-        call[key] = value
-    if "training_steps" in call:
-        call["training_batches"] = call.pop("training_steps")
-    return call
-
-
 def positive(value: Any, name: str, owner: str, default: int | None = None) -> int | None:
     """A positive int argument (or None -> default)."""
     if value is None:
@@ -337,7 +315,7 @@ class _StatisticsPruner(Pruner):
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
         owner = type(self).__name__
-        call = parse_call(owner, args, kwargs, self._old, self._new)
+        call, _ = bind_call(owner, args, kwargs, self._old, self._new, aliases=NNI_ALIASES)
         self.needs = CRITERIA[self.criterion_name].needs - {"weights"}
         self.feed = Feed.from_call(owner, call, "gradients" in self.needs)
         batches = call.pop("training_batches", None)

@@ -66,7 +66,7 @@ from ..report import Baseline
 from ..schedules import SCHEDULES, Schedule
 from ..serialize import save
 from ..session import Session, analyze, prepare
-from .base import Pruner
+from .base import Pruner, bind_call, is_evaluator
 from .data import ActivationAPoZRankPruner, ActivationMeanRankPruner, TaylorFOWeightPruner
 from .evaluator import TorchEvaluator
 from .slim import SlimPruner
@@ -803,29 +803,18 @@ class _IterativePruner:
         self.result: IterateResult | None = None
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], TorchEvaluator | None]:
-        """NNI's "fake overload": the 2.9+ form when the first extra argument (or `evaluator=`) is an Evaluator."""
+        """NNI's "fake overload" (`fxprune.pruners.base.bind_call`) after keep_intermediate_result."""
         owner = type(self).__name__
-        first = args[0] if args else kwargs.get("evaluator")
-        new = isinstance(first, TorchEvaluator)
-        names = self._new if new else self._old
-        if len(args) > len(names):
-            raise InputError(f"{owner} takes at most {len(names)} arguments after keep_intermediate_result in the "
-                             f"{'NNI 2.9+' if new else 'NNI 2.6-2.8'} form ({', '.join(names)}); got {len(args)}")
-        call = dict(zip(names, args))
-        for key, value in kwargs.items():
-            if key in call:
-                raise InputError(f"{owner}: {key} is given twice (by position and by name)")
-            if key not in names and key not in self._keywords:
-                hint = (" (the NNI 2.9+ form fine-tunes with the TorchEvaluator's training_func; pass either "
-                        "evaluator=TorchEvaluator(...) or finetuner=, not both)" if new and key == "finetuner" else "")
-                raise InputError(f"{owner}: unexpected argument {key!r}{hint}; it takes: "
-                                 f"{', '.join((*names, *self._keywords))}")
-            call[key] = value
-        if not new and isinstance(call.get("evaluator"), TorchEvaluator):
+        if "finetuner" in kwargs and is_evaluator(args[0] if args else kwargs.get("evaluator")):
+            raise InputError(f"{owner}: the NNI 2.9+ form fine-tunes with the TorchEvaluator's training_func; pass "
+                             "either evaluator=TorchEvaluator(...) or finetuner=, not both")
+        call, new = bind_call(owner, args, kwargs, self._old, self._new, after="keep_intermediate_result",
+                              keywords=self._keywords)
+        if not new and is_evaluator(call.get("evaluator")):
             raise InputError(f"{owner}: evaluator=TorchEvaluator(...) is NNI 2.9's form, which has no finetuner: "
                              "pass it as the first argument after keep_intermediate_result (or evaluator= alone), "
                              "or give an evaluator(model) -> float with finetuner=")
-        return call, first if new else None
+        return call, call["evaluator"] if new else None
 
     def compress(self) -> None:
         """Run every round (NNI: returns None; see `get_best_result`)."""

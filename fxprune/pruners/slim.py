@@ -27,8 +27,8 @@ from ..config import Config
 from ..errors import ConfigError, InputError
 from ..layers import Layer, find_layers, select_layers
 from ..session import Session
-from .base import Pruner
-from .data import Feed, init_pruner, parse_call, positive, score_masks
+from .base import Pruner, bind_call
+from .data import NNI_ALIASES, Feed, init_pruner, positive, score_masks
 
 __all__ = ["SlimPruner", "run_slim", "slim_layers", "BATCHNORM_TYPES"]
 
@@ -98,7 +98,7 @@ class SlimPruner(Pruner):
 
     def __init__(self, model: torch.nn.Module, config_list: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
         owner = type(self).__name__
-        call = parse_call(owner, args, kwargs, self._old, self._new)
+        call, _ = bind_call(owner, args, kwargs, self._old, self._new, aliases=NNI_ALIASES)
         self.feed = Feed.from_call(owner, call, needs_loss=True)
         epochs = call.pop("training_epochs", None)
         if epochs is None and (self.feed.trainer is not None or self.feed.evaluator is not None):

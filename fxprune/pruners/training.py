@@ -48,7 +48,7 @@ from ..layers import Layer, select_layers
 from ..masks import Masks, compute_masks, keep_largest
 from ..session import Session, prepare
 from ..training import make_trainer
-from .base import Pruner
+from .base import Pruner, bind_call
 from .evaluator import build_optimizer, trainable_parameter
 
 __all__ = ["ADMMPruner", "MovementPruner", "TrainLoop", "TrainingError", "capture_inputs", "first_batch", "admm",
@@ -512,30 +512,6 @@ def run_training(session: Session) -> None:
 
 
 # -- NNI classes ----------------------------------------------------------------------------------------
-def _is_evaluator(obj: Any) -> bool:
-    return all(hasattr(obj, a) for a in ("training_func", "optimizers", "criterion"))
-
-
-def _bind(cls: str, args: tuple[Any, ...], kwargs: dict[str, Any], old: list[str], new: list[str]
-          ) -> tuple[dict[str, Any], bool]:
-    """NNI's fake overload: the evaluator form when the first extra argument is an evaluator."""
-    kwargs = dict(kwargs)
-    if "optimizer" in kwargs:  # NNI 2.5's name
-        kwargs["traced_optimizer"] = kwargs.pop("optimizer")
-    first = args[0] if args else kwargs.get("evaluator", kwargs.get("trainer"))
-    evaluator_form = _is_evaluator(first)
-    names = new if evaluator_form else old
-    if len(args) > len(names):
-        raise InputError(f"{cls} takes at most {len(names)} arguments after config_list in this form "
-                         f"({', '.join(names)}); got {len(args)}")
-    bound = dict(zip(names, args))
-    for key, value in kwargs.items():
-        if key in bound:
-            raise InputError(f"{cls}: {key!r} given both by position and by keyword")
-        bound[key] = value
-    return bound, evaluator_form
-
-
 def _loop(cls: str, bound: dict[str, Any], evaluator_form: bool, model: nn.Module) -> TrainLoop:
     if evaluator_form:
         ev = bound.pop("evaluator")
@@ -565,7 +541,8 @@ class _TrainingPruner(Pruner):
 
     def __init__(self, model: nn.Module, config_list: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
-        bound, evaluator_form = _bind(name, args, kwargs, self._old, self._new)
+        bound, evaluator_form = bind_call(name, args, kwargs, self._old, self._new,
+                                           aliases={"optimizer": "traced_optimizer"})
         inputs = bound.pop("example_inputs", None)
         dummy = bound.pop("dummy_input", None)
         mode = bound.pop("mode", "dependency_aware")

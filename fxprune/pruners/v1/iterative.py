@@ -156,7 +156,10 @@ class _V1Pruner:
         return session.finish()
 
     def strip(self) -> torch.nn.Module:
-        """Remove the mask parametrizations from your model, leaving the masked values (zeros) in the weights."""
+        """Remove the mask parametrizations (and any statistics hooks) from your model, leaving the masked values
+        (zeros) in the weights."""
+        for handle in getattr(self, "_statistic_hooks", None) or []:
+            handle.remove()
         for module in self.model.modules():
             for attr in list(getattr(module, "parametrizations", {})):
                 if isinstance(module.parametrizations[attr][0], WeightMask):
@@ -184,6 +187,7 @@ class AGPPruner(_V1Pruner):
         self._needs = CRITERIA[criterion].needs - {"weights"} if criterion in CRITERIA else frozenset()
         self._recent: deque[tuple[Any, ...]] = deque(maxlen=_int(statistics_batch_num, "statistics_batch_num", 1))
         self._gradients, self._backward = Stats(), [0]
+        self._statistic_hooks: list[Any] | None = None  # handles on your model, once compress() set them
         self.schedule = [self._entry(e, i) for i, e in enumerate(config_list)]
         rules = [{"sparsity": s["final_sparsity"], **_selection(e)} if not e.get("exclude") else _selection(e)
                  for s, e in zip(self.schedule, config_list)]
@@ -253,20 +257,20 @@ class AGPPruner(_V1Pruner):
 
     def _watch_statistics(self) -> None:
         """Hooks on your model for the criterion's statistics (once): its inputs, or its weight gradients."""
-        if getattr(self, "_watching", False):
+        if self._statistic_hooks is not None:
             return
-        self._watching = True
+        self._statistic_hooks = []
         model = self.model
         if "activations" in self._needs:
             def remember(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
                 if module is model:  # the traced copy carries this hook: its own runs are not your batches
                     self._recent.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
 
-            model.register_forward_pre_hook(remember)
+            self._statistic_hooks.append(model.register_forward_pre_hook(remember))
         if "gradients" in self._needs:
-            for name, p in model.named_parameters():
-                if p.requires_grad:
-                    p.register_post_accumulate_grad_hook(taylor_hook(name, self._gradients, None, self._backward))
+            self._statistic_hooks += [p.register_post_accumulate_grad_hook(taylor_hook(name, self._gradients, None,
+                                                                                       self._backward))
+                                      for name, p in model.named_parameters() if p.requires_grad]
 
     def _statistics(self, session: Session) -> Stats | None:
         if "gradients" in self._needs:
