@@ -56,16 +56,11 @@ class Criterion:
     needs: frozenset[str]
 
 
-def _is_param(dg: DependencyGraph, s: Slot) -> bool:
-    try:
-        dg.gm.get_parameter(s.tensor[1:])
-        return True
-    except AttributeError:
-        return False
-
-
 def _tensor(dg: DependencyGraph, s: Slot) -> torch.Tensor:
-    return (dg.gm.get_parameter(s.tensor[1:]) if _is_param(dg, s) else dg.gm.get_buffer(s.tensor[1:])).detach()
+    try:
+        return dg.gm.get_parameter(s.tensor[1:]).detach()
+    except AttributeError:
+        return dg.gm.get_buffer(s.tensor[1:]).detach()
 
 
 def accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,

@@ -180,15 +180,19 @@ def _like(x: torch.Tensor) -> torch.Tensor:
 #: (small tensors) stay real, a run whose real nodes cost more moves to the meta device
 _META_NODE_S = 4e-4
 
+#: a node reading a tensor of this many elements costs more for real than on meta whatever it does (a 224x224
+#: image: its first conv and pool cost ~10 ms on one thread): the run moves to meta before it, not after it
+_META_NUMEL = 1 << 17
+
 
 class _MetaInterpreter(_ContextInterpreter):
     """The shape run. It starts on the real tensors and moves to the meta device (`switch`) as soon as the
     real nodes so far cost more than meta ones would (`_META_NODE_S` each, plus `slack`): a model of small
     tensors runs for real (its kernels are cheaper than meta dispatch), a heavy one runs on meta after its
-    first expensive node. On meta, `_SAME_AS_INPUT` modules and `_UNARY`/`_BINARY` functions are answered
-    without a kernel. Every node output that shares storage with one of the graph's tensors (`storages`: the
-    tensor itself, a view, its `.data`) is kept with its version counter: an in-place write through it
-    bumps the counter."""
+    first expensive node, or from its first node that reads a large tensor (`_META_NUMEL`). On meta,
+    `_SAME_AS_INPUT` modules and `_UNARY`/`_BINARY` functions are answered without a kernel. Every node
+    output that shares storage with one of the graph's tensors (`storages`: the tensor itself, a view, its
+    `.data`) is kept with its version counter: an in-place write through it bumps the counter."""
 
     def __init__(self, gm: torch.fx.GraphModule, storages: dict[int, str], switch: Any, slack: float) -> None:
         super().__init__(gm)
@@ -196,8 +200,13 @@ class _MetaInterpreter(_ContextInterpreter):
         self.aliases: list[tuple[str, torch.Tensor, int]] = []
         self.on_meta, self.real_s, self.real_nodes = False, 0.0, 0
 
+    def _large_input(self, n: torch.fx.Node) -> bool:
+        return n.op != "placeholder" and any(
+            isinstance(v, torch.Tensor) and v.numel() >= _META_NUMEL
+            for a in n.all_input_nodes if a in self.env for v in (self.env[a],))
+
     def run_node(self, n: torch.fx.Node) -> Any:
-        if not self.on_meta and self.real_s > self.real_nodes * _META_NODE_S + self.slack:
+        if not self.on_meta and (self.real_s > self.real_nodes * _META_NODE_S + self.slack or self._large_input(n)):
             self.switch()
             for node, value in self.env.items():
                 self.env[node] = map_aggregate(value, lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v)
