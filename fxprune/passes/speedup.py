@@ -98,9 +98,29 @@ def _copy_memo(gm: torch.fx.GraphModule) -> dict[int, Any]:
     return memo
 
 
+def _init_without_code(module: torch.fx.GraphModule, root: Any, graph: torch.fx.Graph, *args: Any) -> None:
+    """`GraphModule.__init__` without generating forward's code (its graph setter calls `recompile`): the copy's
+    graph is edited before it runs, and `speedup_pass` generates its code once, at the end."""
+    vars(module)["recompile"] = lambda: None
+    try:
+        torch.fx.GraphModule.__init__(module, root, graph, *args)
+    finally:
+        del vars(module)["recompile"]
+
+
+def _copy_without_code(gm: torch.fx.GraphModule, memo: dict[int, Any]) -> torch.fx.GraphModule:
+    """`copy.deepcopy(gm, memo)`, whose `GraphModule.__deepcopy__` initialises the copy through
+    `gm._deepcopy_init()`: here `_init_without_code` (the instance attribute is gone again on return)."""
+    vars(gm)["_deepcopy_init"] = lambda: _init_without_code
+    try:
+        return copy.deepcopy(gm, memo)
+    finally:
+        del vars(gm)["_deepcopy_init"]
+
+
 def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Return a physically pruned copy of `gm`. See the module docstring for pre/postconditions."""
-    pruned = copy.deepcopy(gm, memo=_copy_memo(gm))  # shares weights; sliced or baked ones get replaced below
+    pruned = _copy_without_code(gm, _copy_memo(gm))  # shares weights; sliced or baked ones get replaced below
     _drop_mask_nodes(pruned)
     bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)
