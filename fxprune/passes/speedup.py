@@ -25,6 +25,7 @@ from ..graph import rule_nodes
 from ..masks import Masks
 from ..rules.context import RewriteContext
 from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node, unmask_node
+from .trace import init_without_code
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
 
@@ -98,20 +99,11 @@ def _copy_memo(gm: torch.fx.GraphModule) -> dict[int, Any]:
     return memo
 
 
-def _init_without_code(module: torch.fx.GraphModule, root: Any, graph: torch.fx.Graph, *args: Any) -> None:
-    """`GraphModule.__init__` without generating forward's code (its graph setter calls `recompile`): the copy's
-    graph is edited before it runs, and `speedup_pass` generates its code once, at the end."""
-    vars(module)["recompile"] = lambda: None
-    try:
-        torch.fx.GraphModule.__init__(module, root, graph, *args)
-    finally:
-        del vars(module)["recompile"]
-
-
 def _copy_without_code(gm: torch.fx.GraphModule, memo: dict[int, Any]) -> torch.fx.GraphModule:
-    """`copy.deepcopy(gm, memo)`, whose `GraphModule.__deepcopy__` initialises the copy through
-    `gm._deepcopy_init()`: here `_init_without_code` (the instance attribute is gone again on return)."""
-    vars(gm)["_deepcopy_init"] = lambda: _init_without_code
+    """`copy.deepcopy(gm, memo)` without generating the copy's code (`speedup_pass` generates it once, at the end):
+    `GraphModule.__deepcopy__` initialises the copy with `gm._deepcopy_init()`, here `init_without_code` (the
+    instance attribute is gone again on return)."""
+    vars(gm)["_deepcopy_init"] = lambda: init_without_code
     try:
         return copy.deepcopy(gm, memo)
     finally:

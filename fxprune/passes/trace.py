@@ -43,7 +43,8 @@ from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
-__all__ = ["trace", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS", "LIB_DIRS"]
+__all__ = ["trace", "init_without_code", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS",
+           "LIB_DIRS"]
 
 #: Accepted values of config["frontend"].
 FRONTENDS = ("auto", "fx", "export")
@@ -366,14 +367,26 @@ class _FixedArityTracer(torch.fx.Tracer):
         return super().create_args_for_root(scope["forward"], is_module, concrete_args)
 
 
-def _fx(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphModule:
+def init_without_code(module: torch.fx.GraphModule, root: Any, graph: torch.fx.Graph, *args: Any) -> None:
+    """`GraphModule.__init__` without generating forward's code (its graph setter calls `recompile`), for a graph
+    that is edited before it runs: its owner calls `recompile()` once, when done (a real GraphModule then)."""
+    vars(module)["recompile"] = lambda: None
+    try:
+        torch.fx.GraphModule.__init__(module, root, graph, *args)
+    finally:
+        del vars(module)["recompile"]
+
+
+def _fx(model: torch.nn.Module, inputs: tuple[Any, ...], codegen: bool = True) -> torch.fx.GraphModule:
     try:
         names = _positional_names(model, len(inputs))
-        if names is None:
-            return torch.fx.symbolic_trace(model)
-        tracer = _FixedArityTracer(names)
-        graph = tracer.trace(model)
-        return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+        tracer = torch.fx.Tracer() if names is None else _FixedArityTracer(names)
+        graph = tracer.trace(model)  # what torch.fx.symbolic_trace does, and then builds the GraphModule
+        if codegen:
+            return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+        gm = torch.fx.GraphModule.__new__(torch.fx.GraphModule)
+        init_without_code(gm, tracer.root, graph, type(model).__name__)
+        return gm
     except Exception as e:
         where = _user_frame(e)
         raise TraceError(
@@ -555,13 +568,16 @@ def _bake_weight_masks(model: torch.nn.Module) -> None:
                 bake_parametrizations(module, {attr})
 
 
-def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -> torch.fx.GraphModule:
+def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto", *,
+          codegen: bool = True) -> torch.fx.GraphModule:
     """Trace a deep copy of `model` and annotate shapes from a run on `example_inputs`.
 
     Args:
         model: the user's model; it is not modified.
         example_inputs: a tensor or tuple of tensors the model's forward accepts.
         frontend: "fx", "export", or "auto" (fx, then export where fx fails).
+        codegen: False: an fx graph may come without forward's code, for a caller that edits the graph and
+            calls `gm.recompile()` before running it (the mask pass); it saves generating the code twice.
 
     Returns:
         An eval-mode GraphModule with shape metadata on its nodes; `gm.meta["frontend"]` names the front end.
@@ -586,10 +602,10 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     elif frontend == "export":
         gm = _export(model, inputs)
     elif frontend == "fx":
-        gm = _fx(model, inputs)
+        gm = _fx(model, inputs, codegen)
     else:
         try:
-            gm, used = _fx(model, inputs), "fx"
+            gm, used = _fx(model, inputs, codegen), "fx"
         except TraceError as fx_error:
             try:
                 gm, used = _export(model, inputs), "export"
