@@ -34,9 +34,11 @@ __all__ = [
 
 def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.Node, Rule]]:
     """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...)."""
+    modules = dict(gm.named_modules(remove_duplicate=False))  # one walk, not a get_submodule per node
     for node in list(gm.graph.nodes):
         if node.op in ("call_module", "call_function", "call_method"):
-            rule = lookup(spelling(node, gm))
+            module = modules.get(node.target) if node.op == "call_module" else None
+            rule = lookup(spelling(node, gm) if module is None else module_class(module))
             if rule is not None and getattr(rule, hook, None) is not None:
                 yield node, rule
 
