@@ -34,9 +34,11 @@ __all__ = [
 
 def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.Node, Rule]]:
     """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...)."""
+    modules = dict(gm.named_modules(remove_duplicate=False))  # one walk, not a get_submodule per node
     for node in list(gm.graph.nodes):
         if node.op in ("call_module", "call_function", "call_method"):
-            rule = lookup(spelling(node, gm))
+            module = modules.get(node.target) if node.op == "call_module" else None
+            rule = lookup(spelling(node, gm) if module is None else module_class(module))
             if rule is not None and getattr(rule, hook, None) is not None:
                 yield node, rule
 
@@ -260,9 +262,11 @@ class DependencyGraph:
         frozen_el = np.zeros(n, dtype=bool)
         reasons_by_slot: dict[Slot, list[str]] = {}
         for s, elements, reason in self._frozen:
-            ids = self.offsets[s] + (np.arange(self.shapes[s.tensor][s.dim]) if elements is None
-                                     else np.asarray(elements))
-            frozen_el[ids] = True
+            off = self.offsets[s]
+            if elements is None:
+                frozen_el[off:off + self.shapes[s.tensor][s.dim]] = True
+            else:
+                frozen_el[off + np.asarray(elements)] = True
             reasons_by_slot.setdefault(s, []).append(reason)
         frozen_label = np.zeros(n, dtype=bool)
         frozen_label[labels[frozen_el]] = True
@@ -276,9 +280,9 @@ class DependencyGraph:
             components.setdefault(self.slot_union.find(s), []).append(s)
         for gid, comp in enumerate(sorted(components.values(), key=self._order)):
             slots = sorted(comp, key=self._slot_order)
-            ranges = [self._ids(s) for s in slots]
-            classes = np.unique(labels[np.concatenate(ranges)]) if ranges else np.zeros(0, np.int64)
-            slot_class = {s: np.searchsorted(classes, labels[r]) for s, r in zip(slots, ranges)}
+            parts = [labels[self.offsets[s]:self.offsets[s] + self.shapes[s.tensor][s.dim]] for s in slots]
+            classes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            slot_class = {s: np.searchsorted(classes, part) for s, part in zip(slots, parts)}
             reasons = sorted({r for s in slots for r in reasons_by_slot.get(s, [])})
             roles = {self.roles[s] for s in slots if s in self.roles}
             self.groups.append(Group(gid, slots, slot_class, frozen_label[classes], param_label[classes],
@@ -287,9 +291,6 @@ class DependencyGraph:
                 self.group_of[s] = gid
 
     # -- queries ---------------------------------------------------------------------------------
-    def _ids(self, s: Slot) -> np.ndarray:
-        return self.offsets[s] + np.arange(self.shapes[s.tensor][s.dim])
-
     def _slot_order(self, s: Slot) -> tuple[int, int]:
         return (self.offsets[s], s.dim)
 

@@ -56,16 +56,11 @@ class Criterion:
     needs: frozenset[str]
 
 
-def _is_param(dg: DependencyGraph, s: Slot) -> bool:
-    try:
-        dg.gm.get_parameter(s.tensor[1:])
-        return True
-    except AttributeError:
-        return False
-
-
 def _tensor(dg: DependencyGraph, s: Slot) -> torch.Tensor:
-    return (dg.gm.get_parameter(s.tensor[1:]) if _is_param(dg, s) else dg.gm.get_buffer(s.tensor[1:])).detach()
+    try:
+        return dg.gm.get_parameter(s.tensor[1:]).detach()
+    except AttributeError:
+        return dg.gm.get_buffer(s.tensor[1:]).detach()
 
 
 def accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,
@@ -95,11 +90,14 @@ def _rows(t: torch.Tensor, d: int) -> torch.Tensor:
 
 def _reduce(t: torch.Tensor, d: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Sum of `fn(t)` over every dim but d. Dim 0 (a filter): contiguous rows. Another dim (a consumer's input
-    channel): a reduction over the other dims in place, which costs half the CPU time of copying the tensor
-    into rows first (measured on ResNet-50's convs at 1 and 2 threads)."""
+    channel): first the dims before d (whole rows added together, contiguous), then rows again: 2.5 times faster
+    than one reduction over the other dims, and 5 times faster than copying the tensor into rows first
+    (ResNet-50's convs, one thread)."""
     if t.dim() == 1:
         return fn(t)
-    return fn(t.reshape(t.shape[0], -1)).sum(1) if d == 0 else fn(t).sum(_others(t, d))
+    if d == 0:
+        return fn(t.reshape(t.shape[0], -1)).sum(1)
+    return fn(t).sum(list(range(d))).reshape(t.shape[d], -1).sum(1)
 
 
 def _abs_sum(t: torch.Tensor, d: int) -> torch.Tensor:

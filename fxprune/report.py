@@ -168,6 +168,6 @@ def build_report(baseline: Baseline, pruned: torch.fx.GraphModule, dg: Dependenc
         keep = masks.keep.get(g.id)
         groups.append(GroupStats(g.id, names, g.n_units, int(keep.sum()) if keep is not None else g.n_units,
                                  int(g.frozen.sum()), g.reasons[:3]))
-    nonzero = sum(int((p != 0).sum()) for p in pruned.parameters())
+    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in pruned.parameters())  # one pass, no bool copy
     return Report(pruner, frontend, baseline.params, _params(pruned), sum(macs_before.values()),
                   sum(macs_after.values()), nonzero, layers, groups, unsupported=dg.unsupported_message())

@@ -88,14 +88,14 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
-def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None,
-            timings: dict[str, float] | None = None) -> tuple[torch.fx.GraphModule, DependencyGraph]:
+def analyze(model: torch.nn.Module, example_inputs: Any, config: Any = None, timings: dict[str, float] | None = None,
+            *, codegen: bool = True) -> tuple[torch.fx.GraphModule, DependencyGraph]:
     """Trace a copy of `model` and build its channel-dependency graph (front end and options from `config`;
-    the time of each step into `timings`)."""
+    the time of each step into `timings`; `codegen` as in `fxprune.passes.trace.trace`)."""
     cfg = parse_config(config) if config is not None else None
     timings = {} if timings is None else timings
     with _timed(timings, "trace"):
-        gm = trace(model, example_inputs, cfg.frontend if cfg else "auto")
+        gm = trace(model, example_inputs, cfg.frontend if cfg else "auto", codegen=codegen)
     with _timed(timings, "analyze"):
         options = BuildOptions(split=cfg.attention or "heads", prune_hidden=cfg.prune_hidden) if cfg else None
         dg = DependencyGraph.build(gm, options)
@@ -528,7 +528,7 @@ def prepare(model: torch.nn.Module, config: Any, example_inputs: Any) -> Session
     cfg = parse_config(config)
     inputs = check_inputs(model, example_inputs)
     timings: dict[str, float] = {}
-    gm, dg = analyze(model, inputs, cfg, timings)
+    gm, dg = analyze(model, inputs, cfg, timings, codegen=False)  # the mask pass generates the code
     _check_requests(dg, cfg)
     layers = select_layers(dg, cfg)
     maskable = {dg.group_of[layer.slot] for layer in layers if not layer.excluded}

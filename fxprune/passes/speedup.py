@@ -25,6 +25,7 @@ from ..graph import rule_nodes
 from ..masks import Masks
 from ..rules.context import RewriteContext
 from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node, unmask_node
+from .trace import init_without_code
 
 __all__ = ["speedup_pass", "RewriteContext", "new_shapes"]
 
@@ -98,9 +99,20 @@ def _copy_memo(gm: torch.fx.GraphModule) -> dict[int, Any]:
     return memo
 
 
+def _copy_without_code(gm: torch.fx.GraphModule, memo: dict[int, Any]) -> torch.fx.GraphModule:
+    """`copy.deepcopy(gm, memo)` without generating the copy's code (`speedup_pass` generates it once, at the end):
+    `GraphModule.__deepcopy__` initialises the copy with `gm._deepcopy_init()`, here `init_without_code` (the
+    instance attribute is gone again on return)."""
+    vars(gm)["_deepcopy_init"] = lambda: init_without_code
+    try:
+        return copy.deepcopy(gm, memo)
+    finally:
+        del vars(gm)["_deepcopy_init"]
+
+
 def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule:
     """Return a physically pruned copy of `gm`. See the module docstring for pre/postconditions."""
-    pruned = copy.deepcopy(gm, memo=_copy_memo(gm))  # shares weights; sliced or baked ones get replaced below
+    pruned = _copy_without_code(gm, _copy_memo(gm))  # shares weights; sliced or baked ones get replaced below
     _drop_mask_nodes(pruned)
     bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)

@@ -32,6 +32,7 @@ import os
 import time
 import traceback
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -42,7 +43,8 @@ from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 
 from ..errors import InputError, TraceError, node_context
 
-__all__ = ["trace", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS", "LIB_DIRS"]
+__all__ = ["trace", "init_without_code", "check_inputs", "run_with_node_context", "set_training", "FRONTENDS",
+           "LIB_DIRS"]
 
 #: Accepted values of config["frontend"].
 FRONTENDS = ("auto", "fx", "export")
@@ -180,15 +182,19 @@ def _like(x: torch.Tensor) -> torch.Tensor:
 #: (small tensors) stay real, a run whose real nodes cost more moves to the meta device
 _META_NODE_S = 4e-4
 
+#: a node reading a tensor of this many elements costs more for real than on meta whatever it does (a 224x224
+#: image: its first conv and pool cost ~10 ms on one thread): the run moves to meta before it, not after it
+_META_NUMEL = 1 << 17
+
 
 class _MetaInterpreter(_ContextInterpreter):
     """The shape run. It starts on the real tensors and moves to the meta device (`switch`) as soon as the
     real nodes so far cost more than meta ones would (`_META_NODE_S` each, plus `slack`): a model of small
     tensors runs for real (its kernels are cheaper than meta dispatch), a heavy one runs on meta after its
-    first expensive node. On meta, `_SAME_AS_INPUT` modules and `_UNARY`/`_BINARY` functions are answered
-    without a kernel. Every node output that shares storage with one of the graph's tensors (`storages`: the
-    tensor itself, a view, its `.data`) is kept with its version counter: an in-place write through it
-    bumps the counter."""
+    first expensive node, or from its first node that reads a large tensor (`_META_NUMEL`). On meta,
+    `_SAME_AS_INPUT` modules and `_UNARY`/`_BINARY` functions are answered without a kernel. Every node
+    output that shares storage with one of the graph's tensors (`storages`: the tensor itself, a view, its
+    `.data`) is kept with its version counter: an in-place write through it bumps the counter."""
 
     def __init__(self, gm: torch.fx.GraphModule, storages: dict[int, str], switch: Any, slack: float) -> None:
         super().__init__(gm)
@@ -196,8 +202,13 @@ class _MetaInterpreter(_ContextInterpreter):
         self.aliases: list[tuple[str, torch.Tensor, int]] = []
         self.on_meta, self.real_s, self.real_nodes = False, 0.0, 0
 
+    def _large_input(self, n: torch.fx.Node) -> bool:
+        return n.op != "placeholder" and any(
+            isinstance(v, torch.Tensor) and v.numel() >= _META_NUMEL
+            for a in n.all_input_nodes if a in self.env for v in (self.env[a],))
+
     def run_node(self, n: torch.fx.Node) -> Any:
-        if not self.on_meta and self.real_s > self.real_nodes * _META_NODE_S + self.slack:
+        if not self.on_meta and (self.real_s > self.real_nodes * _META_NODE_S + self.slack or self._large_input(n)):
             self.switch()
             for node, value in self.env.items():
                 self.env[node] = map_aggregate(value, lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v)
@@ -356,14 +367,26 @@ class _FixedArityTracer(torch.fx.Tracer):
         return super().create_args_for_root(scope["forward"], is_module, concrete_args)
 
 
-def _fx(model: torch.nn.Module, inputs: tuple[Any, ...]) -> torch.fx.GraphModule:
+def init_without_code(module: torch.fx.GraphModule, root: Any, graph: torch.fx.Graph, *args: Any) -> None:
+    """`GraphModule.__init__` without generating forward's code (its graph setter calls `recompile`), for a graph
+    that is edited before it runs: its owner calls `recompile()` once, when done (a real GraphModule then)."""
+    vars(module)["recompile"] = lambda: None
+    try:
+        torch.fx.GraphModule.__init__(module, root, graph, *args)
+    finally:
+        del vars(module)["recompile"]
+
+
+def _fx(model: torch.nn.Module, inputs: tuple[Any, ...], codegen: bool = True) -> torch.fx.GraphModule:
     try:
         names = _positional_names(model, len(inputs))
-        if names is None:
-            return torch.fx.symbolic_trace(model)
-        tracer = _FixedArityTracer(names)
-        graph = tracer.trace(model)
-        return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+        tracer = torch.fx.Tracer() if names is None else _FixedArityTracer(names)
+        graph = tracer.trace(model)  # what torch.fx.symbolic_trace does, and then builds the GraphModule
+        if codegen:
+            return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+        gm = torch.fx.GraphModule.__new__(torch.fx.GraphModule)
+        init_without_code(gm, tracer.root, graph, type(model).__name__)
+        return gm
     except Exception as e:
         where = _user_frame(e)
         raise TraceError(
@@ -489,6 +512,51 @@ def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
     return found
 
 
+_ATOMIC = (type(None), bool, int, float, complex, str, bytes)
+_PLAIN_STATE = {torch.nn.Module.__setstate__, torch.nn.Module.__getstate__, object.__getstate__,
+                object.__reduce_ex__, object.__reduce__}
+_plain_classes: dict[type, bool] = {}
+
+
+def _plain(cls: type) -> bool:
+    """Whether `copy.deepcopy` copies instances of `cls` as `__new__` + `__setstate__(deep copy of __getstate__())`:
+    no `__deepcopy__`, `__reduce__`, new-args or slots of its own, and nn.Module's state methods (or torch's own
+    `__setstate__`, which only fills attributes missing from old pickles)."""
+    if cls not in _plain_classes:
+        setstate = getattr(cls, "__setstate__", None)
+        _plain_classes[cls] = (
+            not hasattr(cls, "__deepcopy__") and not hasattr(cls, "__getnewargs_ex__")
+            and not hasattr(cls, "__getnewargs__") and not any("__slots__" in vars(c) for c in cls.__mro__)
+            and all(getattr(cls, k) in _PLAIN_STATE for k in ("__getstate__", "__reduce_ex__", "__reduce__"))
+            and (setstate in _PLAIN_STATE or getattr(setstate, "__module__", "").startswith("torch.nn.")))
+    return _plain_classes[cls]
+
+
+def _deepcopy_value(v: Any, memo: dict[int, Any]) -> Any:
+    if type(v) in _ATOMIC:
+        return v
+    if type(v) in (dict, OrderedDict) and id(v) not in memo:  # what deepcopy does, without __reduce_ex__
+        new = memo[id(v)] = type(v)()
+        for k, item in v.items():
+            new[k if type(k) is str else copy.deepcopy(k, memo)] = _deepcopy_value(item, memo)
+        return new
+    return copy.deepcopy(v, memo)
+
+
+def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`copy.deepcopy(model)`, the same objects at a third of the cost: every module of a plain class (`_plain`) is
+    made with `__new__` and given a deep copy of its state directly (deepcopy's generic path, `__reduce_ex__` on
+    each module and each of its dozen hook dicts, is most of a deep copy's time besides cloning tensors)."""
+    modules = list(model.modules())
+    if not all(_plain(type(m)) for m in modules):
+        return copy.deepcopy(model)
+    memo: dict[int, Any] = {id(m): type(m).__new__(type(m)) for m in modules}
+    for m in modules:
+        state = m.__getstate__()
+        memo[id(m)].__setstate__({k: _deepcopy_value(v, memo) for k, v in state.items()})
+    return memo[id(model)]
+
+
 def _bake_weight_masks(model: torch.nn.Module) -> None:
     """A model masked in place by a pruner (NNI's wrapper: `weight = original * mask`) is traced with the masked
     weights as plain parameters (on the copy being traced)."""
@@ -500,13 +568,16 @@ def _bake_weight_masks(model: torch.nn.Module) -> None:
                 bake_parametrizations(module, {attr})
 
 
-def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -> torch.fx.GraphModule:
+def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto", *,
+          codegen: bool = True) -> torch.fx.GraphModule:
     """Trace a deep copy of `model` and annotate shapes from a run on `example_inputs`.
 
     Args:
         model: the user's model; it is not modified.
         example_inputs: a tensor or tuple of tensors the model's forward accepts.
         frontend: "fx", "export", or "auto" (fx, then export where fx fails).
+        codegen: False: an fx graph may come without forward's code, for a caller that edits the graph and
+            calls `gm.recompile()` before running it (the mask pass); it saves generating the code twice.
 
     Returns:
         An eval-mode GraphModule with shape metadata on its nodes; `gm.meta["frontend"]` names the front end.
@@ -519,7 +590,7 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     inputs = check_inputs(model, example_inputs)
     original = model
     train_flags = {name: m.training for name, m in model.named_modules()}
-    model = copy.deepcopy(model)
+    model = _copy_model(model)
     if not isinstance(model, torch.fx.GraphModule):
         _bake_weight_masks(model)
     set_training(model, False)
@@ -531,10 +602,10 @@ def trace(model: torch.nn.Module, example_inputs: Any, frontend: str = "auto") -
     elif frontend == "export":
         gm = _export(model, inputs)
     elif frontend == "fx":
-        gm = _fx(model, inputs)
+        gm = _fx(model, inputs, codegen)
     else:
         try:
-            gm, used = _fx(model, inputs), "fx"
+            gm, used = _fx(model, inputs, codegen), "fx"
         except TraceError as fx_error:
             try:
                 gm, used = _export(model, inputs), "export"
