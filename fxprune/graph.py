@@ -37,8 +37,7 @@ def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.N
     modules = dict(gm.named_modules(remove_duplicate=False))  # one walk, not a get_submodule per node
     for node in list(gm.graph.nodes):
         if node.op in ("call_module", "call_function", "call_method"):
-            module = modules.get(node.target) if node.op == "call_module" else None
-            rule = lookup(spelling(node, gm) if module is None else module_class(module))
+            rule = lookup(spelling(node, gm, modules))
             if rule is not None and getattr(rule, hook, None) is not None:
                 yield node, rule
 

@@ -55,14 +55,20 @@ def test_v1_agp_data_algorithms_score_from_your_training(algorithm: str) -> None
     torch.testing.assert_close(result.model.eval()(X), model.eval()(X), rtol=1e-4, atol=1e-5)
 
 
-def test_v1_agp_l1_keeps_the_large_dead_filters_the_data_criteria_remove() -> None:
-    """The counter-example that makes the test above mean something: magnitude keeps the dead channels."""
+def _agp_trained(criterion: str, end_epoch: int, epochs: int) -> tuple[torch.nn.Module, AGPPruner]:
+    """The dead-channel model under v1 AGP (25% of the conv channels by `end_epoch`), trained `epochs` epochs."""
     model = _model_with_dead_channels()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    pruner = AGPPruner(model, [{"final_sparsity": 0.25, "end_epoch": 3, "op_types": ["Conv2d"]}], optimizer, "l1",
-                       dummy_input=X)
+    pruner = AGPPruner(model, [{"final_sparsity": 0.25, "end_epoch": end_epoch, "op_types": ["Conv2d"]}], optimizer,
+                       criterion, dummy_input=X)
     pruner.compress()
-    _train(model, optimizer, pruner, 4)
+    _train(model, optimizer, pruner, epochs)
+    return model, pruner
+
+
+def test_v1_agp_l1_keeps_the_large_dead_filters_the_data_criteria_remove() -> None:
+    """The counter-example that makes the test above mean something: magnitude keeps the dead channels."""
+    model, _ = _agp_trained("l1", end_epoch=3, epochs=4)
     removed = set((model.conv1.weight.detach().flatten(1).abs().sum(1) == 0).nonzero().flatten().tolist())
     assert len(removed) == 4 and not removed & set(DEAD)
 
@@ -99,12 +105,7 @@ def test_v1_agp_waits_for_statistics_and_rejects_bad_statistics_batch_num() -> N
 
 
 def test_v1_agp_strip_removes_the_statistics_hooks_from_your_model() -> None:
-    model = _model_with_dead_channels()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    pruner = AGPPruner(model, [{"final_sparsity": 0.25, "end_epoch": 1, "op_types": ["Conv2d"]}], optimizer, "apoz",
-                       dummy_input=X)
-    pruner.compress()
-    _train(model, optimizer, pruner, 2)
+    model, pruner = _agp_trained("apoz", end_epoch=1, epochs=2)
     assert model._forward_pre_hooks  # the hook that remembers your inputs for apoz
     pruner.strip()
     seen = list(pruner._recent)

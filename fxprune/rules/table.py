@@ -75,10 +75,11 @@ def module_class(module: torch.nn.Module) -> type:
     return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
 
 
-def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule) -> Any:
-    """The rule-table key of a node: module class, function object, method name or ATen overload."""
+def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule, modules: dict[str, Any] | None = None) -> Any:
+    """The rule-table key of a node: module class, function object, method name or ATen overload (`modules`:
+    `dict(gm.named_modules(remove_duplicate=False))`, for a caller that looks up many nodes)."""
     if node.op == "call_module":
-        return module_class(gm.get_submodule(node.target))
+        return module_class(modules[node.target] if modules is not None else gm.get_submodule(node.target))
     return node.target
 
 

@@ -82,6 +82,7 @@ class _V1Pruner:
         self._inputs: tuple[Any, ...] | None = None if dummy_input is None else (
             tuple(dummy_input) if isinstance(dummy_input, (tuple, list)) else (dummy_input,))
         self._hook: Any = None
+        self._statistic_hooks: list[Any] | None = None  # handles on your model, once a criterion needs statistics
         self._session: Session | None = None
         self._n0: dict[str, int] = {}
         self.masks: Masks | None = None
@@ -158,7 +159,7 @@ class _V1Pruner:
     def strip(self) -> torch.nn.Module:
         """Remove the mask parametrizations (and any statistics hooks) from your model, leaving the masked values
         (zeros) in the weights."""
-        for handle in getattr(self, "_statistic_hooks", None) or []:
+        for handle in self._statistic_hooks or []:
             handle.remove()
         for module in self.model.modules():
             for attr in list(getattr(module, "parametrizations", {})):
@@ -187,7 +188,6 @@ class AGPPruner(_V1Pruner):
         self._needs = CRITERIA[criterion].needs - {"weights"} if criterion in CRITERIA else frozenset()
         self._recent: deque[tuple[Any, ...]] = deque(maxlen=_int(statistics_batch_num, "statistics_batch_num", 1))
         self._gradients, self._backward = Stats(), [0]
-        self._statistic_hooks: list[Any] | None = None  # handles on your model, once compress() set them
         self.schedule = [self._entry(e, i) for i, e in enumerate(config_list)]
         rules = [{"sparsity": s["final_sparsity"], **_selection(e)} if not e.get("exclude") else _selection(e)
                  for s, e in zip(self.schedule, config_list)]
