@@ -4,9 +4,10 @@
 random inputs, interleaving the models so that machine noise hits them alike, and reports
 median/p90/mean/min latency plus each model's speedup over the first (baseline) model. With
 `kernel=True` (the default) it also reports onnxruntime's profiler view: the summed kernel time of
-each run (median over runs) and the speedup from it. Kernel time leaves out the scheduling gaps in
-which another process ran, so on a loaded machine it measures the model, where wall clock measures
-the model plus the load; the wall-clock medians are still reported next to it.
+each run (median over runs; the models' profiled runs interleaved too) and the speedup from it. Kernel
+time leaves out the scheduling gaps in which another process ran, so on a loaded machine it measures the
+model, where wall clock measures the model plus the load; the wall-clock medians are still reported next
+to it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from fxprune.errors import InputError
 from fxprune.latency import kernel_per_run
 
-__all__ = ["BenchResult", "benchmark", "kernel_time"]
+__all__ = ["BenchResult", "benchmark", "kernel_time", "kernel_times"]
 
 _MAX_RUNS = 2000
 
@@ -173,8 +174,9 @@ def benchmark(
         times = _time_interleaved(sessions, feeds, batch, warmup, min_runs, min_time_s)
         ms = {label: np.asarray(times[label]) * 1e3 for label in labels}
         base_median = float(np.median(ms[labels[0]]))
-        kernels = {label: kernel_time(models[label], feeds[label], threads, kernel_runs) * 1e3
-                   for label in labels} if kernel else {}
+        kernels = {label: seconds * 1e3 for label, seconds in
+                   kernel_times({label: (models[label], feeds[label]) for label in labels}, threads,
+                                kernel_runs).items()} if kernel else {}
         for label in labels:
             median = float(np.median(ms[label]))
             rows.append(
@@ -219,20 +221,40 @@ def kernel_time(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], thread
     Returns:
         Seconds.
     """
+    return kernel_times({"model": (path, feeds)}, threads, runs, warmup)["model"]
+
+
+def kernel_times(models: Mapping[str, tuple[str | os.PathLike, Mapping[str, np.ndarray]]], threads: int = 2,
+                 runs: int = 20, warmup: int = 3) -> dict[str, float]:
+    """`kernel_time` of several models, their profiled runs interleaved (A, B, C, A, B, C, ...): a slow spell of the
+    machine then lands on every model alike instead of on whichever was being profiled.
+
+    Args:
+        models: label -> (ONNX file, feeds).
+        threads, runs, warmup: as for `kernel_time`.
+
+    Returns:
+        Label -> seconds of kernel time per run (median over its runs).
+    """
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
-        sess = _session(os.fspath(path), path, threads)
-        for _ in range(warmup):
-            sess.run(None, dict(feeds))
-        options = sess.get_session_options()
-        options.enable_profiling, options.profile_file_prefix = True, os.path.join(tmp, "profile")
-        sess = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        sessions = {}
+        for i, (label, (path, feeds)) in enumerate(models.items()):
+            sess = _session(label, path, threads)
+            for _ in range(warmup):
+                sess.run(None, dict(feeds))
+            options = sess.get_session_options()
+            options.enable_profiling, options.profile_file_prefix = True, os.path.join(tmp, f"profile{i}")
+            sessions[label] = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         for _ in range(runs):
-            sess.run(None, dict(feeds))
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    per_run = kernel_per_run(events)
-    return float(np.median(per_run)) if per_run.size else 0.0
+            for label, sess in sessions.items():
+                sess.run(None, dict(models[label][1]))
+        out = {}
+        for label, sess in sessions.items():
+            per_run = kernel_per_run(json.loads(Path(sess.end_profiling()).read_text()))
+            out[label] = float(np.median(per_run)) if per_run.size else 0.0
+    return out
 
 
 def _validate_settings(

@@ -32,9 +32,12 @@ __all__ = [
 ]
 
 
-def rule_nodes(gm: torch.fx.GraphModule, hook: str) -> Iterator[tuple[torch.fx.Node, Rule]]:
-    """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...)."""
-    modules = dict(gm.named_modules(remove_duplicate=False))  # one walk, not a get_submodule per node
+def rule_nodes(gm: torch.fx.GraphModule, hook: str,
+               modules: dict[str, torch.nn.Module] | None = None) -> Iterator[tuple[torch.fx.Node, Rule]]:
+    """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...).
+    `modules`: `dict(gm.named_modules(remove_duplicate=False))` where the caller has it already."""
+    if modules is None:
+        modules = dict(gm.named_modules(remove_duplicate=False))  # one walk, not a get_submodule per node
     for node in list(gm.graph.nodes):
         if node.op in ("call_module", "call_function", "call_method"):
             rule = lookup(spelling(node, gm, modules))
@@ -122,6 +125,7 @@ class DependencyGraph:
         self.roles: dict[Slot, str] = {}
         self.groups: list[Group] = []
         self.group_of: dict[Slot, int] = {}
+        self._modules: dict[str, torch.nn.Module] = {}  # while building: the model's modules by qualname
 
     # -- building --------------------------------------------------------------------------------
     def add_tensor(self, key: str, shape: tuple[int, ...]) -> None:
@@ -156,12 +160,14 @@ class DependencyGraph:
             RuleError: a rule's `couple` hook raised anything but `NotHandled` (a bug in the rule).
         """
         g = cls(gm, options)
+        g._modules = dict(gm.named_modules(remove_duplicate=False))
         for node in gm.graph.nodes:
             for key, shape in tensor_shapes(node).items():
                 g.add_tensor(key, shape)
         for node in gm.graph.nodes:
             g._apply(node)
         g._link_aliases()
+        g._modules = {}  # only while building: the model's modules may change later (a session bakes masks)
         g._form_groups()
         g._report_barriers()
         return g
@@ -191,14 +197,14 @@ class DependencyGraph:
             return
         if node.op == "get_attr":
             if isinstance(fetch_attr(self.gm, node.target), torch.Tensor) and outs:
-                c = RuleContext(self, node)
+                c = RuleContext(self, node, self._modules)
                 key = f"@{node.target}"
                 self.add_tensor(key, self.shapes[node.name])
                 c.same(key, node.name)
             return
-        key = spelling(node, self.gm)
+        key = spelling(node, self.gm, self._modules)
         rule = lookup(key)
-        c = RuleContext(self, node)
+        c = RuleContext(self, node, self._modules)
         ins = c.inputs()
         if not ins and not outs:  # arithmetic on sizes and other non-tensor values
             return
@@ -277,17 +283,31 @@ class DependencyGraph:
         components: dict[Slot, list[Slot]] = {}
         for s in self.offsets:
             components.setdefault(self.slot_union.find(s), []).append(s)
-        for gid, comp in enumerate(sorted(components.values(), key=self._order)):
-            slots = sorted(comp, key=self._slot_order)
-            parts = [labels[self.offsets[s]:self.offsets[s] + self.shapes[s.tensor][s.dim]] for s in slots]
-            classes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-            slot_class = {s: np.searchsorted(classes, part) for s, part in zip(slots, parts)}
+        ordered = [sorted(comp, key=self._slot_order) for comp in sorted(components.values(), key=self._order)]
+        class_of, classes = self._classes(labels, ordered)
+        for gid, (slots, units) in enumerate(zip(ordered, classes)):
+            slot_class = {s: class_of[labels[self.offsets[s]:self.offsets[s] + self.shapes[s.tensor][s.dim]]]
+                          for s in slots}
             reasons = sorted({r for s in slots for r in reasons_by_slot.get(s, [])})
             roles = {self.roles[s] for s in slots if s in self.roles}
-            self.groups.append(Group(gid, slots, slot_class, frozen_label[classes], param_label[classes],
-                                     reasons, roles))
+            self.groups.append(Group(gid, slots, slot_class, frozen_label[units], param_label[units], reasons, roles))
             for s in slots:
                 self.group_of[s] = gid
+
+    def _classes(self, labels: np.ndarray, groups: list[list[Slot]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Number each group's element components (labels) 0..k-1 in increasing label order: (class index of
+        every label, the labels of each group in class order). One stable sort of the labels by group, not a
+        `np.unique` per group: an element link implies a slot link, so a label lies in one group."""
+        sizes = np.array([self.shapes[s.tensor][s.dim] for s in self.offsets], dtype=np.int64)
+        gid_of_slot = {s: gid for gid, slots in enumerate(groups) for s in slots}
+        element_group = np.repeat(np.array([gid_of_slot[s] for s in self.offsets], dtype=np.int64), sizes)
+        label_group = np.empty(int(labels.max(initial=-1)) + 1, dtype=np.int64)  # every label has elements
+        label_group[labels] = element_group  # elements are numbered in `offsets` order
+        order = np.argsort(label_group.astype(np.uint16 if len(groups) < 2**16 else np.int64), kind="stable")
+        starts = np.searchsorted(label_group[order], np.arange(len(groups) + 1))
+        class_of = np.empty(len(label_group), dtype=np.int64)
+        class_of[order] = np.arange(len(order)) - starts[label_group[order]]
+        return class_of, [order[starts[g]:starts[g + 1]] for g in range(len(groups))]
 
     # -- queries ---------------------------------------------------------------------------------
     def _slot_order(self, s: Slot) -> tuple[int, int]:

@@ -96,10 +96,11 @@ def find_layers(dg: DependencyGraph) -> list[Layer]:
     """Every layer of the traced model, in graph order (see the module docstring)."""
     gm = dg.gm
     layers: dict[str, Layer] = {}
-    for node, rule in rule_nodes(gm, "out_param"):
+    modules = dict(gm.named_modules(remove_duplicate=False))
+    for node, rule in rule_nodes(gm, "out_param", modules):
         attr, dim = rule.out_param
         if node.op == "call_module":
-            if getattr(gm.get_submodule(node.target), attr, None) is None:
+            if getattr(modules[node.target], attr, None) is None:
                 continue
             name, key = node.target, f"@{node.target}.{attr}"
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -115,9 +116,10 @@ class Report:
 def count_macs(gm: torch.fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """MACs per node (by node name) from each op's rule, using `shapes` for tensor shapes."""
     out: dict[str, int] = {}
-    for node, rule in rule_nodes(gm, "macs"):
+    modules, view = dict(gm.named_modules(remove_duplicate=False)), MappingProxyType(shapes)  # read-only, no copy
+    for node, rule in rule_nodes(gm, "macs", modules):
         try:
-            out[node.name] = int(rule.macs(NodeView(gm, node, dict(shapes))))
+            out[node.name] = int(rule.macs(NodeView(gm, node, view, modules)))
         except (KeyError, TypeError, ValueError):
             continue
     return out

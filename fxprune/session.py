@@ -34,7 +34,7 @@ from .budget import budget_masks
 from .config import Config, parse_config
 from .errors import FxPruneError, InputError, UnsupportedError, node_context
 from .graph import BuildOptions, DependencyGraph, Slot, op_name, spelling
-from .importance import CRITERIA, Stats
+from .importance import CRITERIA, Stats, WeightSums
 from .latency import EndToEnd, cost_model, latency_budget_masks
 from .layers import Layer, select_layers
 from .masks import Masks, Scorer, compute_masks, magnitude_masks, promote_zero_channels
@@ -267,7 +267,8 @@ class Session:
 
     def scorer(self, criterion: str, stats: Stats | None = None) -> Scorer:
         """The criterion bound to this session's graph and statistics: `score(group, slots)`, as
-        `fxprune.masks.compute_masks` takes it.
+        `fxprune.masks.compute_masks` takes it. It reads each weight once (L1, L2): score with it while the
+        weights do not change, and ask for a new one after training.
 
         Raises:
             FxPruneError: an unknown criterion, or one that needs statistics `stats` does not hold.
@@ -282,8 +283,11 @@ class Session:
         # NNI's normal mode too, a layer is scored by what was probed in its group (its own activation).
         own = "activations" not in crit.needs
 
+        sums = WeightSums()
+
         def score(group: Any, slots: Any) -> torch.Tensor:
-            return crit.fn(self.graph, group, stats, slots if own else None)
+            with sums:
+                return crit.fn(self.graph, group, stats, slots if own else None)
 
         return score
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from fxprune.bench import BenchResult, benchmark
+from fxprune.bench import BenchResult, benchmark, kernel_time, kernel_times
 from fxprune.errors import ExportError, FxPruneError, InputError
 from fxprune.passes.export import ExportResult, export_onnx, onnx_param_count
 
@@ -387,6 +387,14 @@ def onnx_pair(tmp_path_factory) -> dict[str, str]:
     dense = export_onnx(torch.fx.symbolic_trace(ConvBnNet(32).eval()), (x,), out / "dense.onnx")
     pruned = export_onnx(torch.fx.symbolic_trace(ConvBnNet(8).eval()), (x,), out / "pruned.onnx")
     return {"dense": dense.path, "pruned": pruned.path}
+
+
+def test_kernel_times_profile_models_interleaved(onnx_pair) -> None:
+    name = ort.InferenceSession(onnx_pair["dense"]).get_inputs()[0].name
+    feeds = {name: np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)}
+    both = kernel_times({k: (p, feeds) for k, p in onnx_pair.items()}, threads=1, runs=5, warmup=1)
+    assert set(both) == {"dense", "pruned"} and all(v > 0 for v in both.values())
+    assert kernel_time(onnx_pair["dense"], feeds, threads=1, runs=5, warmup=1) > 0
 
 
 def test_benchmark_rows_speedup_json_markdown(onnx_pair) -> None:

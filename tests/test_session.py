@@ -205,6 +205,25 @@ def test_l1_and_l2_rank_by_their_own_norm() -> None:
     assert l2.argmax() == 0 and CRITERIA["l1"].fn(dg, group, None, None).argmax() == 1
 
 
+def test_a_scorer_reads_each_weight_once_and_scores_as_without_it(monkeypatch) -> None:
+    from fxprune import importance
+
+    factory, shape = FAMILY["resnet18"]
+    _, dg = fxprune.analyze(factory(), torch.randn(shape))
+    groups = [g for g in dg.groups if g.prunable.any()]
+    for name, elementwise in (("l1", importance._abs_sum), ("l2", importance._square_sum)):
+        plain = [CRITERIA[name].fn(dg, g, None, None) for g in groups]  # no WeightSums active: per slot
+        calls: list[tuple[int, ...]] = []
+        fn = importance._ELEMENTWISE[elementwise]
+        monkeypatch.setitem(importance._ELEMENTWISE, elementwise,
+                            lambda t, out, fn=fn, calls=calls: calls.append(tuple(t.shape)) or fn(t, out=out))
+        with importance.WeightSums():
+            cached = [CRITERIA[name].fn(dg, g, None, None) for g in groups]
+        assert all(torch.equal(a, b) for a, b in zip(plain, cached))  # the same sums, bit for bit
+        weights = {s.tensor for g in groups for s in g.param_slots() if len(dg.shapes[s.tensor]) > 1}
+        assert len(calls) == len(weights)  # a conv weight is in two groups (filters, input channels): read once
+
+
 def test_fpgm_drops_the_filter_nearest_the_geometric_median() -> None:
     w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.4, 0.4]])  # (0.4, 0.4) sits in the middle
     dg, group = _one_layer(w)

@@ -156,9 +156,10 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks, maskable: set[int] | No
             that later masks are applied by `update_masks` without touching the graph (a pruning session).
     """
     maskable = maskable or set()
-    for node, rule in rule_nodes(gm, "mask"):
+    modules = dict(gm.named_modules(remove_duplicate=False))
+    for node, rule in rule_nodes(gm, "mask", modules):
         if not node.meta.get("fxprune_mask"):
-            rule.mask(MaskContext(gm, node, masks, lambda g, slot: _slot_buffer(g, masks, slot, maskable)))
+            rule.mask(MaskContext(gm, node, masks, lambda g, slot: _slot_buffer(g, masks, slot, maskable), modules))
     pruned: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for s in masks.graph.contracted:
         keep = _keep_or_ones(masks, s, maskable)

@@ -117,8 +117,9 @@ def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)
     new = new_shapes(masks)
-    for node, rule in rule_nodes(pruned, "rewrite"):
-        c = RewriteContext(pruned, node, masks, new)
+    modules = dict(pruned.named_modules(remove_duplicate=False))
+    for node, rule in rule_nodes(pruned, "rewrite", modules):
+        c = RewriteContext(pruned, node, masks, new, modules)
         if not any(k in new for k in c.inputs() + [node.name] + [f"{node.name}[0]"]):
             continue
         try:

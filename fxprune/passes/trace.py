@@ -58,8 +58,9 @@ def set_training(module: torch.nn.Module, flags: bool | dict[str, bool]) -> dict
     Sets the attribute directly: graphs from torch.export refuse `.eval()`/`.train()` (their behaviour
     was fixed when they were traced, in eval mode), and the flags must still say what the user asked.
     """
-    before = {name: m.training for name, m in module.named_modules()}
+    before: dict[str, bool] = {}
     for name, m in module.named_modules():
+        before[name] = m.training
         if isinstance(flags, bool):
             m.training = flags
         elif name in flags:

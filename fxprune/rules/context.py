@@ -18,7 +18,7 @@ module at run time (the graph and masks it is handed are only named for type che
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -98,12 +98,16 @@ class NodeView:
     parameter or buffer of the called module, `"@qualname"`). Shapes come from `shapes`.
     """
 
-    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, shapes: dict[str, tuple[int, ...]]) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, shapes: Mapping[str, tuple[int, ...]],
+                 modules: Mapping[str, torch.nn.Module] | None = None) -> None:
+        """`modules`: `dict(gm.named_modules(remove_duplicate=False))`, for a caller that visits many nodes."""
         self.gm = gm
         self.node = node
         self.shapes = shapes
         #: the called module for a `call_module` node, else None
-        self.module: torch.nn.Module | None = gm.get_submodule(node.target) if node.op == "call_module" else None
+        self.module: torch.nn.Module | None = None
+        if node.op == "call_module":
+            self.module = modules[node.target] if modules is not None else gm.get_submodule(node.target)
 
     @property
     def out(self) -> str | None:
@@ -164,8 +168,9 @@ class RuleContext(NodeView):
     raised as `fxprune.errors.RuleError` naming the node.
     """
 
-    def __init__(self, graph: DependencyGraph, node: torch.fx.Node) -> None:
-        super().__init__(graph.gm, node, graph.shapes)
+    def __init__(self, graph: DependencyGraph, node: torch.fx.Node,
+                 modules: Mapping[str, torch.nn.Module] | None = None) -> None:
+        super().__init__(graph.gm, node, graph.shapes, modules)
         self.g = graph
         self.options: BuildOptions = graph.options
         self.touched: set[Slot] = set()
@@ -175,7 +180,7 @@ class RuleContext(NodeView):
     def param(self, attr: str) -> str | None:
         key = super().param(attr)
         if key is not None:
-            self.g.add_tensor(key, tuple(self.value(key).shape))
+            self.g.add_tensor(key, tuple(getattr(self.module, attr).shape))  # `value(key)`, without the path walk
         return key
 
     def slot(self, key: str, dim: int) -> Slot:
@@ -244,11 +249,12 @@ class MaskContext(NodeView):
     """What a rule's `mask` hook sees: the kept channels, and ways to swap the node for a masked twin."""
 
     def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks,
-                 keep_buffer: Callable[[torch.fx.GraphModule, Slot], torch.fx.Node | None]) -> None:
+                 keep_buffer: Callable[[torch.fx.GraphModule, Slot], torch.fx.Node | None],
+                 modules: Mapping[str, torch.nn.Module] | None = None) -> None:
         """`keep_buffer(gm, slot)` registers the 0/1 mask buffer of a slot on `gm` (or returns None where the
         slot needs none) and returns its get_attr node: the mask pass's own helper, so every mask buffer is
         made, named and later updated one way."""
-        super().__init__(gm, node, masks.graph.shapes)
+        super().__init__(gm, node, masks.graph.shapes, modules)
         self.masks = masks
         self._keep_buffer = keep_buffer
 
@@ -276,8 +282,8 @@ class RewriteContext(NodeView):
     """What a rule's `rewrite` sees: old and new shapes, kept indices, and ways to edit the node."""
 
     def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, masks: Masks,
-                 new: dict[str, tuple[int, ...]]) -> None:
-        super().__init__(gm, node, masks.graph.shapes)
+                 new: dict[str, tuple[int, ...]], modules: Mapping[str, torch.nn.Module] | None = None) -> None:
+        super().__init__(gm, node, masks.graph.shapes, modules)
         self.masks = masks
         self._new = new
 
