@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fxprune.errors import InputError
-from fxprune.latency import kernel_per_run
+from fxprune.latency import kernel_per_run, session_options
 
 __all__ = ["BenchResult", "benchmark", "kernel_time", "kernel_times"]
 
@@ -216,7 +216,7 @@ def kernel_time(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], thread
         feeds: input name -> array.
         threads: intra-op threads (the session is set up like `benchmark`'s).
         runs: profiled runs.
-        warmup: runs before profiling starts (a fresh profiled session follows them).
+        warmup: runs before the profiled ones (left out of the median).
 
     Returns:
         Seconds.
@@ -236,23 +236,19 @@ def kernel_times(models: Mapping[str, tuple[str | os.PathLike, Mapping[str, np.n
     Returns:
         Label -> seconds of kernel time per run (median over its runs).
     """
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
         for i, (label, (path, feeds)) in enumerate(models.items()):
-            sess = _session(label, path, threads)
+            sessions[label] = sess = _session(label, path, threads, os.path.join(tmp, f"profile{i}"))
             for _ in range(warmup):
                 sess.run(None, dict(feeds))
-            options = sess.get_session_options()
-            options.enable_profiling, options.profile_file_prefix = True, os.path.join(tmp, f"profile{i}")
-            sessions[label] = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         for _ in range(runs):
             for label, sess in sessions.items():
                 sess.run(None, dict(models[label][1]))
         out = {}
         for label, sess in sessions.items():
-            per_run = kernel_per_run(json.loads(Path(sess.end_profiling()).read_text()))
+            per_run = kernel_per_run(json.loads(Path(sess.end_profiling()).read_text()))[warmup:]
             out[label] = float(np.median(per_run)) if per_run.size else 0.0
     return out
 
@@ -286,17 +282,13 @@ def _validate_settings(
         raise InputError(f"min_time_s must be >= 0 seconds, got {min_time_s!r}.")
 
 
-def _session(label: str, path: str | os.PathLike, threads: int):  # -> onnxruntime.InferenceSession
+def _session(label: str, path: str | os.PathLike, threads: int,
+             profile: str | None = None):  # -> onnxruntime.InferenceSession
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(os.fspath(path), session_options(threads, profile),
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise InputError(
             f"onnxruntime cannot load {os.fspath(path)!r} (model {label!r}): {_first_line(exc)}; "

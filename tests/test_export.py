@@ -397,6 +397,13 @@ def test_kernel_times_profile_models_interleaved(onnx_pair) -> None:
     assert kernel_time(onnx_pair["dense"], feeds, threads=1, runs=5, warmup=1) > 0
 
 
+def test_timing_sessions_do_not_spin_between_alternated_runs() -> None:
+    from fxprune.latency import session_options
+
+    # a spinning session's threads take the cores the next model's run needs (2x slower alternated runs)
+    assert session_options(2).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_benchmark_rows_speedup_json_markdown(onnx_pair) -> None:
     result = benchmark(onnx_pair, batch_sizes=(1, 3), **FAST)
 
