@@ -8,7 +8,9 @@ scoring, mask pass, speedup, verification of masked == pruned, report), timed pa
 `result.report.timings`. Torch-Pruning: `MetaPruner(...)` (its graph build, which runs the model once) plus
 `step()` on a deep copy made outside the timed region (it prunes in place), with L1 magnitude importance and
 the same ratio; on the ViT it prunes the same units as fxprune's default (half the attention heads and half the
-MLP channels, the hidden size kept: `num_heads`, `prune_num_heads=True`, fc2/proj/head ignored).
+MLP channels, the hidden size kept: `num_heads`, `prune_num_heads=True`, fc2/proj/head ignored). That deep copy
+is timed too and shown apart, with a second ratio that adds it to Torch-Pruning's total (what a user who keeps
+the original model pays; fxprune's total includes its own copy). The target is judged on the first ratio.
 
 Runs alternate (fxprune, Torch-Pruning, then the other order) after one warm-up of each, so load on a shared
 machine hits both alike; the ratio is the median of the per-pair ratios fxprune / Torch-Pruning. Each run
@@ -51,6 +53,9 @@ MODELS: dict[str, tuple[Any, tuple[int, ...], str]] = {
 }
 
 
+COPY = "deep copy (not in total)"
+
+
 def _fxprune_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> dict[str, float]:
     gc.collect()  # each run starts with no garbage of the previous one (a full collection costs ~0.2 s here)
     start = time.perf_counter()
@@ -65,7 +70,9 @@ def _fxprune_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> d
 def _torch_pruning_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float) -> dict[str, float]:
     import torch_pruning as tp
 
-    model = copy.deepcopy(model)
+    start = time.perf_counter()
+    model = copy.deepcopy(model)  # Torch-Pruning prunes in place: a user who keeps the original copies it first
+    copied = time.perf_counter() - start
     gc.collect()
     ignored: list[torch.nn.Module] = [m for m in (getattr(model, "fc", None), getattr(model, "head", None)) if m]
     heads = {m.qkv: m.num_heads for m in model.modules() if isinstance(m, Attention)}
@@ -80,7 +87,8 @@ def _torch_pruning_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float
         built = time.perf_counter()
         pruner.step()
     done = time.perf_counter()
-    return {"graph build": built - start, "prune": done - built, "total": done - start}
+    return {"graph build": built - start, "prune": done - built, "total": done - start, COPY: copied}
+
 
 
 def _median(samples: list[dict[str, float]]) -> dict[str, float]:
@@ -97,7 +105,8 @@ def measure(name: str, runs: int = 5, sparsity: float = 0.5) -> dict[str, Any]:
 
     Returns:
         {"model", "runs", "fxprune": {pass: s}, "torch_pruning": {step: s} or None, "ratio": median of
-        per-pair fxprune / Torch-Pruning totals or None, "load": 1-minute load average at the end}.
+        per-pair fxprune / Torch-Pruning totals or None, "ratio_with_copy": the same with Torch-Pruning's deep
+        copy of the model added (fxprune's total includes its own copy), "load": 1-minute load average at the end}.
     """
     factory, shape, description = MODELS[name]
     torch.manual_seed(0)
@@ -123,6 +132,8 @@ def measure(name: str, runs: int = 5, sparsity: float = 0.5) -> dict[str, Any]:
     return {"model": f"{description}, L1, {sparsity:.0%}", "runs": runs, "fxprune": _median(ours),
             "torch_pruning": _median(theirs) if have_tp else None,
             "ratio": statistics.median(a["total"] / b["total"] for a, b in zip(ours, theirs)) if have_tp else None,
+            "ratio_with_copy": statistics.median(a["total"] / (b["total"] + b[COPY]) for a, b in zip(ours, theirs))
+            if have_tp else None,
             "load": os.getloadavg()[0]}
 
 
@@ -135,7 +146,9 @@ def to_markdown(results: list[dict[str, Any]]) -> str:
         lines += [f"| fxprune | {k} | {v * 1e3:.0f} |" for k, v in m["fxprune"].items()]
         if m["torch_pruning"]:
             lines += [f"| Torch-Pruning | {k} | {v * 1e3:.0f} |" for k, v in m["torch_pruning"].items()]
-            lines += [f"| **fxprune / Torch-Pruning** | total, median of pair ratios | **{m['ratio']:.2f}** |"]
+            lines += [f"| **fxprune / Torch-Pruning** | total, median of pair ratios | **{m['ratio']:.2f}** |",
+                      f"| fxprune / (Torch-Pruning + its deep copy) | for a user who keeps the original model | "
+                      f"{m['ratio_with_copy']:.2f} |"]
         else:
             lines.append("| Torch-Pruning | not installed | - |")
         lines.append("")

@@ -64,10 +64,12 @@ class CostModel:
         terms: the summands (see `macs_terms`, `params_terms`, `fxprune.latency.LatencyTable.terms`).
         round_to: the channel multiple this resource prefers (a latency table's measured block), used where
             the config's `round_to` is left at 1.
+        max_cut: the largest fraction of a group's units the resource is known for (a latency table measures
+            layers down to a quarter of their channels: 0.75); a budget cuts no group deeper.
     """
 
-    def __init__(self, dg: DependencyGraph, terms: list[Term], round_to: int = 1) -> None:
-        self.dg, self.terms, self.round_to = dg, terms, round_to
+    def __init__(self, dg: DependencyGraph, terms: list[Term], round_to: int = 1, max_cut: float = 1.0) -> None:
+        self.dg, self.terms, self.round_to, self.max_cut = dg, terms, round_to, max_cut
         self._slots: dict[str, list[Slot]] = {}
         self.by_group: dict[int, list[int]] = {}  # group -> terms whose shapes depend on it
         for i, term in enumerate(terms):
@@ -193,7 +195,7 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
         if any(m.excluded for m in group_layers) or not group.prunable.any():
             continue
         rules = [m.rule for m in group_layers if m.rule is not None]
-        cap = min([_group_cap(r, [m.name for m in group_layers]) for r in rules] or [DEFAULT_CAP])
+        cap = min(min([_group_cap(r, [m.name for m in group_layers]) for r in rules] or [DEFAULT_CAP]), model.max_cut)
         only = None if cfg.dependency_aware else {m.slot for m in group_layers}
         raw = score(group, only)
         raw[~torch.as_tensor(group.prunable)] = float("inf")
@@ -207,11 +209,11 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
     floor_keep = {gid: _without(keep[gid], units) for gid, units in order.items()}
     floor = model.total({**keep, **floor_keep})
     if floor > target * (1 + 1e-9):
-        _too_low(resource, fraction, floor, dense)
+        _too_low(resource, fraction, floor, dense, model.max_cut)
 
     reached = _greedy(model, keep, order, values, target, cfg.round_to if cfg.round_to > 1 else model.round_to)
     if reached > target * (1 + 1e-6):  # concat windows and split inputs stopped groups before their caps
-        _too_low(resource, fraction, reached, dense)
+        _too_low(resource, fraction, reached, dense, model.max_cut)
     masks = Masks(dg)
     for gid in order:
         if not keep[gid].all():
@@ -229,12 +231,14 @@ def _group_cap(rule: RuleConfig, names: list[str]) -> float:
     return rule.target if cap is None else cap
 
 
-def _too_low(resource: str, fraction: float, floor: float, dense: float) -> None:
+def _too_low(resource: str, fraction: float, floor: float, dense: float, max_cut: float = 1.0) -> None:
+    measured = f"; at most {max_cut:g} of a group: what the latency table measured" if max_cut < 1 else ""
     raise ConfigError(
             f"config['budget'] = {{{resource!r}: {fraction:g}}} cannot be met: with every selected group pruned as "
             f"far as allowed the model keeps {floor / dense:.1%} of its {resource} (groups fxprune keeps whole, "
-            f"layers no rule selects, and per-group caps: a rule's sparsity, default {DEFAULT_CAP}). The budget "
-            f"can go as low as {math.ceil(floor / dense * 1000) / 1000:g}; or select more layers or raise the caps")
+            f"layers no rule selects, and per-group caps: a rule's sparsity, default {DEFAULT_CAP}{measured}). The "
+            f"budget can go as low as {math.ceil(floor / dense * 1000) / 1000:g}; or select more layers or raise the "
+            "caps")
 
 
 def _without(keep: np.ndarray, units: list[int]) -> np.ndarray:

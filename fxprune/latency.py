@@ -65,7 +65,7 @@ _log = logging.getLogger(__name__)
 #: 5% promised, so that a re-measurement's noise stays inside it)
 TOLERANCE = 0.03
 
-FORMAT = "fxprune-latency/1"
+FORMAT = "fxprune-latency/2"  # 2: grids checked for load spikes (`_measure`); tables of 1 are re-measured
 _FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 _RUNS, _WARMUP = 15, 3
 _CONVS = {"Conv1d", "Conv2d", "conv1d", "conv2d"}
@@ -312,8 +312,16 @@ def _valid_entry(e: Any) -> bool:
 
 
 def _interp1(xs: np.ndarray, ys: np.ndarray, x: float) -> float:
+    """Piecewise linear through the measured points. Below the first: the line through the first two, never below
+    proportional to x nor above the first point. A kernel's fixed cost does not fall with its channels (ResNet-50's
+    1x1 convs at a quarter of their output channels take 0.27-0.28 of their full time, not 0.25), so a straight
+    line to zero would make a layer cut below the grid look nearly free."""
     if x <= xs[0]:
-        return float(ys[0] * x / xs[0]) if xs[0] > 0 else float(ys[0])
+        proportional = float(ys[0] * x / xs[0]) if xs[0] > 0 else float(ys[0])
+        if len(xs) < 2 or xs[1] <= xs[0]:
+            return proportional
+        line = ys[0] + (ys[1] - ys[0]) * (x - xs[0]) / (xs[1] - xs[0])
+        return float(min(ys[0], max(proportional, line)))
     return float(np.interp(x, xs, ys))
 
 
@@ -397,7 +405,36 @@ def _kernel_seconds(model: Any, feeds: dict[str, np.ndarray], names: list[str], 
             else float(np.median(v)) if v else 0.0 for v in per.values()]
 
 
-def _measure(sig: Signature, threads: int) -> dict[str, Any]:
+def _plausible(e: dict[str, Any], slack: float = 0.5) -> bool:
+    """Whether a grid reads like one layer's times: along each axis, more channels never cost noticeably less, nor
+    much more than in proportion (a load spike during one variant's runs does either: a table measured on a loaded
+    machine had a 1x1 conv at 7.6 times its in-model time, and another variant at 5.8 times its larger neighbour)."""
+    grid = np.asarray(e["seconds"], float)
+    for axis, sizes in ((0, e["cin"]), (1, e["cout"])):
+        sizes = np.asarray(sizes, float)
+        if len(sizes) < 2:
+            continue
+        a, b = (grid[:-1], grid[1:]) if axis == 0 else (grid[:, :-1], grid[:, 1:])
+        grows = (sizes[1:] / sizes[:-1]).reshape((-1, 1) if axis == 0 else (1, -1))
+        if np.any(b < a * (1 - slack / 5)) or np.any(b > a * grows * (1 + slack)):
+            return False
+    return True
+
+
+def _measure(sig: Signature, threads: int, tries: int = 3) -> dict[str, Any]:
+    """A signature's grid; one that is not `_plausible` is measured again (up to `tries` times in all) and the
+    attempts' elementwise minimum kept (load only ever adds time). What every attempt shows is kept as measured: a
+    kernel that really is slower at some width (the staircase `round_to` snaps to) shows there each time."""
+    entry = _measure_once(sig, threads)
+    for _ in range(tries - 1):
+        if _plausible(entry):
+            break
+        again = _measure_once(sig, threads)
+        entry["seconds"] = np.minimum(entry["seconds"], again["seconds"]).tolist()
+    return entry
+
+
+def _measure_once(sig: Signature, threads: int) -> dict[str, Any]:
     if sig.kind == "matmul":
         model, feeds = _onnx_variants(sig, [(sig.get("k"), sig.get("n"))])
         return {"cin": [sig.get("k")], "cout": [sig.get("n")],
@@ -444,7 +481,7 @@ def cost_model(resource: str, dg: DependencyGraph, example_inputs: tuple | None 
     if resource == "params":
         return CostModel(dg, params_terms(dg))
     table = LatencyTable.for_graph(dg, argument=argument)
-    return CostModel(dg, table.terms(), round_to=table.block)
+    return CostModel(dg, table.terms(), round_to=table.block, max_cut=1 - min(_FRACTIONS))
 
 
 # -- end to end -------------------------------------------------------------------------------------------
@@ -543,8 +580,11 @@ class EndToEnd:
         threads: onnxruntime intra-op threads. 1 by default: on a shared machine a run with more threads waits
             at every parallel op for whichever of its threads was descheduled, which makes its times bimodal (a
             2 ms CNN measured 1.2 or 2.0 ms by turns at load 7 on 2 cores, its pruned/dense ratio 0.32 to 0.56),
-            while one thread repeats within a few percent (0.32-0.36). The table is measured at its own thread
-            count; the calibration corrects for the difference as for any other.
+            while one thread repeats within a few percent (0.32-0.36). Those runs had onnxruntime's thread spinning
+            on (see `session_options`); without it, 2-thread ratios repeat too (ResNet-50: fastest 0.506, median
+            0.506), but they differ from 1-thread ones on small models (the 1.7 ms MobileNetV2: 0.62 against 0.48),
+            so the budget is judged at one setting. The table is measured at its own thread count; the calibration
+            corrects for the difference as for any other.
         runs: least paired runs per measurement (each pair: a plain run for wall clock and a profiled one for
             kernel time, of each model).
         min_time_s: least seconds of dense wall clock per measurement: a small model gets more runs, so that

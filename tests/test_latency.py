@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxprune
-from fxprune.errors import UnsupportedError
+from fxprune.errors import ConfigError, UnsupportedError
 from fxprune.latency import FORMAT, LatencyTable, signature_of
 from fxprune.session import prepare
 
@@ -149,6 +149,17 @@ def test_latency_budget_lowers_the_estimate_to_the_budget(session: fxprune.Sessi
     assert masks.structured
 
 
+@pytest.mark.slow  # measures the layers in onnxruntime (seconds)
+def test_latency_budget_cuts_no_group_below_the_tables_measured_range(session: fxprune.Session, table_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(table_dir))
+    step = {"sparsity": 0.9, "budget": {"latency": 0.45}, "options": {"latency_calibration": False}}
+    masks = session.compute_masks(config=step)  # the rule would allow 90%: the table measured down to 25%
+    assert masks.keep and all(keep.sum() >= 0.25 * keep.size for keep in masks.keep.values())
+    with pytest.raises(ConfigError, match=r"at most 0.75 of a group: what the latency table measured"):
+        session.compute_masks(config={**step, "budget": {"latency": 0.01}})
+
+
 class _Transposed(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -166,3 +177,24 @@ def test_latency_budget_on_a_layer_the_table_cannot_measure_is_refused(tmp_path:
         warnings.simplefilter("ignore")
         fxprune.compile(_Transposed().eval(), {"pruner": "l1", "budget": {"latency": 0.5}}, X)
     assert not list(tmp_path.glob("latency-*.json"))  # refused before measuring anything
+
+
+def test_a_grid_with_a_load_spike_is_measured_again_and_the_spike_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fxprune.latency as latency
+
+    clean = [[1.0, 1.9, 2.8, 3.7], [1.8, 3.5, 5.2, 6.9], [2.6, 5.1, 7.6, 10.1], [3.4, 6.7, 10.0, 13.3]]
+    corner = [row[:] for row in clean]
+    corner[3][3] = 13.3 * 4.7  # the cached table's 1x1 conv: its full width at 4.7x its 3/4 neighbour
+    dip = [row[:] for row in clean]
+    dip[3][2] = 10.0 * 5.8  # a middle variant at 5.8x its larger neighbour
+    grid = {"cin": [16, 32, 48, 64], "cout": [16, 32, 48, 64]}
+    assert latency._plausible({**grid, "seconds": clean})
+    assert not latency._plausible({**grid, "seconds": corner}) and not latency._plausible({**grid, "seconds": dip})
+
+    attempts = iter([corner, clean])
+    monkeypatch.setattr(latency, "_measure_once", lambda sig, threads: {**grid, "seconds": next(attempts)})
+    assert latency._measure(None, 2)["seconds"] == clean  # measured again; the elementwise minimum is the clean one
+
+    attempts = iter([corner, corner, corner])  # on every attempt: a real slow width, kept as measured
+    monkeypatch.setattr(latency, "_measure_once", lambda sig, threads: {**grid, "seconds": next(attempts)})
+    assert latency._measure(None, 2)["seconds"] == corner
