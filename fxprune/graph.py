@@ -24,20 +24,20 @@ import torch.fx
 from .errors import NotHandled, RuleError, node_context
 from .rules import Rule, lookup
 from .rules.context import BuildOptions, NodeView, RuleContext, Slot, fetch_attr, op_name, tensor_shapes
-from .rules.table import module_class, spelling, spelling_name
+from .rules.table import module_class, module_map, spelling, spelling_name
 
 __all__ = [
     "Slot", "Group", "DependencyGraph", "NodeView", "RuleContext", "BuildOptions", "tensor_shapes", "spelling",
-    "op_name", "module_class", "rule_nodes",
+    "op_name", "module_class", "module_map", "rule_nodes",
 ]
 
 
 def rule_nodes(gm: torch.fx.GraphModule, hook: str,
                modules: dict[str, torch.nn.Module] | None = None) -> Iterator[tuple[torch.fx.Node, Rule]]:
     """(node, rule) for every op node whose rule has the given hook ('rewrite', 'macs', 'mask', ...).
-    `modules`: `dict(gm.named_modules(remove_duplicate=False))` where the caller has it already."""
+    `modules`: `module_map(gm)` where the caller has it already."""
     if modules is None:
-        modules = dict(gm.named_modules(remove_duplicate=False))  # one walk, not a get_submodule per node
+        modules = module_map(gm)
     for node in list(gm.graph.nodes):
         if node.op in ("call_module", "call_function", "call_method"):
             rule = lookup(spelling(node, gm, modules))
@@ -125,7 +125,6 @@ class DependencyGraph:
         self.roles: dict[Slot, str] = {}
         self.groups: list[Group] = []
         self.group_of: dict[Slot, int] = {}
-        self._modules: dict[str, torch.nn.Module] = {}  # while building: the model's modules by qualname
 
     # -- building --------------------------------------------------------------------------------
     def add_tensor(self, key: str, shape: tuple[int, ...]) -> None:
@@ -160,14 +159,13 @@ class DependencyGraph:
             RuleError: a rule's `couple` hook raised anything but `NotHandled` (a bug in the rule).
         """
         g = cls(gm, options)
-        g._modules = dict(gm.named_modules(remove_duplicate=False))
+        modules = module_map(gm)
         for node in gm.graph.nodes:
             for key, shape in tensor_shapes(node).items():
                 g.add_tensor(key, shape)
         for node in gm.graph.nodes:
-            g._apply(node)
+            g._apply(node, modules)
         g._link_aliases()
-        g._modules = {}  # only while building: the model's modules may change later (a session bakes masks)
         g._form_groups()
         g._report_barriers()
         return g
@@ -185,7 +183,7 @@ class DependencyGraph:
                 for d in range(len(self.shapes[keys[0]])):
                     self.add_link(Slot(keys[0], d), Slot(other, d), np.arange(self.shapes[keys[0]][d]))
 
-    def _apply(self, node: torch.fx.Node) -> None:
+    def _apply(self, node: torch.fx.Node, modules: dict[str, torch.nn.Module]) -> None:
         outs = [k for k in tensor_shapes(node) if k in self.shapes]
         if node.op == "placeholder":
             self._freeze_all(outs, f"model input {node.name}")
@@ -197,14 +195,14 @@ class DependencyGraph:
             return
         if node.op == "get_attr":
             if isinstance(fetch_attr(self.gm, node.target), torch.Tensor) and outs:
-                c = RuleContext(self, node, self._modules)
+                c = RuleContext(self, node, modules)
                 key = f"@{node.target}"
                 self.add_tensor(key, self.shapes[node.name])
                 c.same(key, node.name)
             return
-        key = spelling(node, self.gm, self._modules)
+        key = spelling(node, self.gm, modules)
         rule = lookup(key)
-        c = RuleContext(self, node, self._modules)
+        c = RuleContext(self, node, modules)
         ins = c.inputs()
         if not ins and not outs:  # arithmetic on sizes and other non-tensor values
             return

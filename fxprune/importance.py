@@ -74,9 +74,12 @@ def accumulate(dg: DependencyGraph, group: Group, slots: set[Slot] | None,
     for s in candidates:
         if slots is not None and s not in slots:
             continue
-        t = _tensor(dg, s) if tensor is None else tensor(s)
-        if t is not None:
-            values = per_element(t, s.dim) if tensor is not None else _weight_sums(s, t, per_element)
+        if tensor is None:
+            values = _weight_sums(dg, s, per_element)
+        else:
+            t = tensor(s)
+            values = None if t is None else per_element(t, s.dim)
+        if values is not None:
             scores.index_add_(0, torch.as_tensor(group.slot_class[s]), values.double())
     return scores
 
@@ -101,24 +104,30 @@ class WeightSums:
     def __exit__(self, *exc: object) -> None:
         _active.reset(self._tokens.pop())
 
-    def get(self, s: Slot, t: torch.Tensor, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
-        if (s.tensor, fn, s.dim) not in self.sums:
-            if self._scratch.numel() < t.numel() or (self._scratch.dtype, self._scratch.device) != (t.dtype, t.device):
-                self._scratch = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
-            values = fn(t, out=self._scratch[:t.numel()].view(t.shape))
-            for d in {0, 1, s.dim}:
-                self.sums[(s.tensor, fn, d)] = _sum_but(values, d)
+    def add(self, s: Slot, t: torch.Tensor, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """`t`'s sums of `fn(t)` per element of dims 0, 1 and `s.dim`, kept; the one of `s.dim` returned."""
+        if self._scratch.numel() < t.numel() or (self._scratch.dtype, self._scratch.device) != (t.dtype, t.device):
+            self._scratch = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
+        values = fn(t, out=self._scratch[:t.numel()].view(t.shape))
+        for d in {0, 1, s.dim}:
+            self.sums[(s.tensor, fn, d)] = _sum_but(values, d)
         return self.sums[(s.tensor, fn, s.dim)]
 
 
 _active: ContextVar[WeightSums | None] = ContextVar("fxprune_weight_sums", default=None)
 
 
-def _weight_sums(s: Slot, t: torch.Tensor, per_element: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+def _weight_sums(dg: DependencyGraph, s: Slot,
+                 per_element: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """`per_element` of the parameter or buffer of slot `s`; from the active `WeightSums` when it holds it (the
+    tensor is not even looked up then)."""
     sums, fn = _active.get(), _ELEMENTWISE.get(per_element)
+    if sums is not None and (s.tensor, fn, s.dim) in sums.sums:
+        return sums.sums[(s.tensor, fn, s.dim)]
+    t = _tensor(dg, s)
     if sums is None or fn is None or t.dim() < 2:
         return per_element(t, s.dim)
-    return sums.get(s, t, fn)
+    return sums.add(s, t, fn)
 
 
 def _others(t: torch.Tensor, d: int) -> list[int]:

@@ -21,7 +21,7 @@ import torch.fx
 
 from .config import Config, RuleConfig
 from .errors import ConfigError
-from .graph import DependencyGraph, Slot, module_class, op_name, rule_nodes
+from .graph import DependencyGraph, Slot, module_class, module_map, op_name, rule_nodes
 from .rules import lookup
 
 __all__ = ["Layer", "find_layers", "select_layers", "module_layers", "assign_rules", "matches", "DEFAULT_TYPES",
@@ -96,7 +96,7 @@ def find_layers(dg: DependencyGraph) -> list[Layer]:
     """Every layer of the traced model, in graph order (see the module docstring)."""
     gm = dg.gm
     layers: dict[str, Layer] = {}
-    modules = dict(gm.named_modules(remove_duplicate=False))
+    modules = module_map(gm)
     for node, rule in rule_nodes(gm, "out_param", modules):
         attr, dim = rule.out_param
         if node.op == "call_module":

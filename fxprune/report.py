@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from .graph import DependencyGraph, NodeView, rule_nodes, tensor_shapes
+from .graph import DependencyGraph, NodeView, module_map, rule_nodes, tensor_shapes
 from .layers import find_layers
 from .masks import Masks
 
@@ -116,7 +116,7 @@ class Report:
 def count_macs(gm: torch.fx.GraphModule, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """MACs per node (by node name) from each op's rule, using `shapes` for tensor shapes."""
     out: dict[str, int] = {}
-    modules, view = dict(gm.named_modules(remove_duplicate=False)), MappingProxyType(shapes)  # read-only, no copy
+    modules, view = module_map(gm), MappingProxyType(shapes)  # read-only, no copy
     for node, rule in rule_nodes(gm, "macs", modules):
         try:
             out[node.name] = int(rule.macs(NodeView(gm, node, view, modules)))

@@ -19,7 +19,7 @@ import torch
 import torch.fx
 import torch.nn.utils.parametrize as parametrize
 
-from ..graph import Slot, rule_nodes
+from ..graph import Slot, module_map, rule_nodes
 from ..masks import Masks
 from ..rules.context import MaskContext
 
@@ -156,7 +156,7 @@ def insert_masks(gm: torch.fx.GraphModule, masks: Masks, maskable: set[int] | No
             that later masks are applied by `update_masks` without touching the graph (a pruning session).
     """
     maskable = maskable or set()
-    modules = dict(gm.named_modules(remove_duplicate=False))
+    modules = module_map(gm)
     for node, rule in rule_nodes(gm, "mask", modules):
         if not node.meta.get("fxprune_mask"):
             rule.mask(MaskContext(gm, node, masks, lambda g, slot: _slot_buffer(g, masks, slot, maskable), modules))

@@ -21,7 +21,7 @@ import torch
 import torch.fx
 
 from ..errors import FxPruneError, node_context
-from ..graph import rule_nodes
+from ..graph import module_map, rule_nodes
 from ..masks import Masks
 from ..rules.context import RewriteContext
 from .mask import MASK_PREFIX, bake_parametrizations, is_mask_node, unmask_node
@@ -117,7 +117,7 @@ def speedup_pass(gm: torch.fx.GraphModule, masks: Masks) -> torch.fx.GraphModule
     bake_parametrizations(pruned)
     _slice_tensors(pruned, masks)
     new = new_shapes(masks)
-    modules = dict(pruned.named_modules(remove_duplicate=False))
+    modules = module_map(pruned)
     for node, rule in rule_nodes(pruned, "rewrite", modules):
         c = RewriteContext(pruned, node, masks, new, modules)
         if not any(k in new for k in c.inputs() + [node.name] + [f"{node.name}[0]"]):

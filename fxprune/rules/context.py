@@ -100,7 +100,7 @@ class NodeView:
 
     def __init__(self, gm: torch.fx.GraphModule, node: torch.fx.Node, shapes: Mapping[str, tuple[int, ...]],
                  modules: Mapping[str, torch.nn.Module] | None = None) -> None:
-        """`modules`: `dict(gm.named_modules(remove_duplicate=False))`, for a caller that visits many nodes."""
+        """`modules`: `fxprune.rules.table.module_map(gm)`, for a caller that visits many nodes."""
         self.gm = gm
         self.node = node
         self.shapes = shapes

@@ -13,7 +13,7 @@ import torch.nn.utils.parametrize as parametrize
 from ..errors import RuleError
 from .context import MaskContext, NodeView, RewriteContext, RuleContext
 
-__all__ = ["Rule", "RULES", "register_rule", "lookup", "spelling", "spelling_name", "module_class"]
+__all__ = ["Rule", "RULES", "register_rule", "lookup", "spelling", "spelling_name", "module_class", "module_map"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,15 @@ def module_class(module: torch.nn.Module) -> type:
     return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
 
 
+def module_map(gm: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Every submodule by every qualname it has: one walk, for a caller that looks up many nodes' modules
+    (`spelling`, the rule contexts) instead of a `get_submodule` per node."""
+    return dict(gm.named_modules(remove_duplicate=False))
+
+
 def spelling(node: torch.fx.Node, gm: torch.fx.GraphModule, modules: dict[str, Any] | None = None) -> Any:
     """The rule-table key of a node: module class, function object, method name or ATen overload (`modules`:
-    `dict(gm.named_modules(remove_duplicate=False))`, for a caller that looks up many nodes)."""
+    `module_map(gm)`, for a caller that looks up many nodes)."""
     if node.op == "call_module":
         return module_class(modules[node.target] if modules is not None else gm.get_submodule(node.target))
     return node.target
