@@ -90,7 +90,6 @@ def _torch_pruning_once(model: torch.nn.Module, x: torch.Tensor, sparsity: float
     return {"graph build": built - start, "prune": done - built, "total": done - start, COPY: copied}
 
 
-
 def _median(samples: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
 
