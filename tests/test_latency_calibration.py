@@ -145,6 +145,9 @@ def test_latency_on_a_model_that_does_not_export_is_refused_before_the_search(tm
         fxprune.compile(_NoExport().eval(), {"pruner": "l1", "budget": {"latency": 0.5}}, X)
 
 
+# Latency budgets of _Small: well above its floor (0.43 of the dense latency here, 0.45 on the CI machine: fixed
+# per-op costs the table measures), so that a slower machine can still meet them.
+BUDGET = 0.6
 _NOTE = re.compile(r"measured end to end ([0-9.]+) of the dense latency.*the table estimates ([0-9.]+)")
 
 
@@ -153,7 +156,7 @@ def test_compile_calibrates_a_latency_budget_end_to_end() -> None:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = fxprune.compile(_Small().eval(), {"pruner": "l1", "budget": {"latency": 0.5}}, X)
+        result = fxprune.compile(_Small().eval(), {"pruner": "l1", "budget": {"latency": BUDGET}}, X)
     notes = [m for n in result.report.notes if (m := _NOTE.search(n))]
     assert len(notes) == 1, result.report.notes
     measured, estimate = float(notes[0].group(1)), float(notes[0].group(2))
@@ -172,20 +175,20 @@ def test_netadapt_with_a_latency_target_reports_the_measured_ratio(tmp_path: Pat
 
     with torch.no_grad():
         dense = model(X)
-    pruner = NetAdaptPruner(model, [{"sparsity": 0.5, "op_types": ["Conv2d"]}], evaluator=evaluator,
+    pruner = NetAdaptPruner(model, [{"sparsity": 1 - BUDGET, "op_types": ["Conv2d"]}], evaluator=evaluator,
                             sparsity_per_iteration=0.25, experiment_data_dir=tmp_path, dummy_input=X, target="latency")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner.compress()
     latency = pruner.summary()["latency"]
-    assert latency["kept_budget"] == 0.5 and 1 <= len(latency["steps"]) <= 5
-    assert latency["steps"][0]["table_ratio"] <= 0.5 + 1e-9  # the search's best, within the table's budget
+    assert latency["kept_budget"] == pytest.approx(BUDGET) and 1 <= len(latency["steps"]) <= 5
+    assert latency["steps"][0]["table_ratio"] <= BUDGET + 1e-9  # the search's best, within the table's budget
     for step in latency["steps"]:  # the table's estimate next to the end-to-end measurement
         assert 0 < step["table_ratio"] < 1 and step["wall_ratio"] > 0 and step["kernel_ratio"] > 0
         assert step["runs"] >= 20
     chosen = latency["steps"][latency["chosen_step"]]
-    errors = [abs(s["wall_ratio"] / 0.5 - 1) for s in latency["steps"]]
-    assert abs(chosen["wall_ratio"] / 0.5 - 1) == min(errors)  # the closest measured step is the result
+    errors = [abs(s["wall_ratio"] / BUDGET - 1) for s in latency["steps"]]
+    assert abs(chosen["wall_ratio"] / BUDGET - 1) == min(errors)  # the closest measured step is the result
     best = pruner._best[0]
     assert best.extra["measured_wall_ratio"] == chosen["wall_ratio"]
     saved = json.loads((tmp_path / "search_history.json").read_text())
@@ -199,15 +202,15 @@ def test_amc_with_a_latency_target_is_calibrated_end_to_end() -> None:
 
     torch.manual_seed(0)
     model = _Small().eval()
-    pruner = AMCPruner(4, model, [{"total_sparsity": 0.5, "op_types": ["Conv2d"]}], X,
+    pruner = AMCPruner(4, model, [{"total_sparsity": 1 - BUDGET, "op_types": ["Conv2d"]}], X,
                        lambda m: float(-m(X).abs().mean()), log_dir=None, target="latency", ddpg_params={"warmup": 2})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner.compress()
     steps = pruner.summary()["latency"]["steps"]
-    assert steps[0]["table_ratio"] <= 0.5 + 1e-9 and all(s["wall_ratio"] > 0 for s in steps)
+    assert steps[0]["table_ratio"] <= BUDGET + 1e-9 and all(s["wall_ratio"] > 0 for s in steps)
     chosen = steps[pruner.summary()["latency"]["chosen_step"]]
-    assert abs(chosen["wall_ratio"] / 0.5 - 1) == min(abs(s["wall_ratio"] / 0.5 - 1) for s in steps)
+    assert abs(chosen["wall_ratio"] / BUDGET - 1) == min(abs(s["wall_ratio"] / BUDGET - 1) for s in steps)
 
 
 def test_autocompress_refuses_a_latency_target_with_the_fix() -> None:
