@@ -3,13 +3,15 @@
     python examples/latency_budget.py                         # resnet50, mobilenet_v2, vit_b16; Markdown
     python examples/latency_budget.py --models resnet50 --batch 1
 
-Per model (random weights, batch 1, eval mode), four models exported to ONNX and timed together by
+Per model (random weights, batch 1, eval mode), five models exported to ONNX and timed together by
 `fxprune.benchmark` (interleaved wall-clock medians AND the profiler's summed kernel time):
 
 - dense;
 - uniform: L1 with one sparsity for every group, chosen (bisection) so that the MACs are 50% of dense;
 - latency-aware at equal MACs: `{"budget": {"latency": f}}` with f chosen (bisection) so that the MACs are
   50% of dense too: the same MACs, spent where the measured per-layer latency falls most;
+- the same with `"budget_worth": "macs"`: a channel's score weighed by the MACs it carries, so the budget keeps
+  the most MACs per unit of latency (the fastest model at a MAC count; the criterion still orders each group);
 - `{"budget": {"latency": 0.5}}` as asked: does it land on half the dense latency? The compile calibrates it
   end to end (`fxprune.latency.calibrate`: the table's masks pruned, exported and run paired with the dense
   model at 1 intra-op thread, the table's fraction corrected until the fastest paired run is within 3% of the
@@ -83,6 +85,12 @@ def _bisect(make: Any, lo: float, hi: float, target: float, increasing: bool, st
     return best
 
 
+def _latency_aware(model: torch.nn.Module, x: torch.Tensor, macs: float, **extra: Any) -> fxprune.CompileResult:
+    """`{"budget": {"latency": f}}` (the table's choice, uncalibrated) with f bisected to `macs` of the MACs."""
+    return _bisect(lambda f: _compile(model, {"pruner": "l1", "budget": {"latency": f}, **extra,
+                                              "options": {"latency_calibration": False}}, x), 0.05, 1.0, macs, True)
+
+
 def half(name: str, batch: int = 1) -> dict[str, Any]:
     """`{"latency": 0.5}` compiled (calibrated end to end) and re-measured paired against the dense model."""
     torch.manual_seed(0)
@@ -105,22 +113,22 @@ def run(name: str, batch: int = 1, macs: float = 0.5) -> dict[str, Any]:
     x = torch.randn(batch, 3, 224, 224)
     start = time.perf_counter()
     uniform = _bisect(lambda s: _compile(model, {"pruner": "l1", "sparsity": s}, x), 0.0, 0.9, macs, False)
-    aware = _bisect(lambda f: _compile(model, {"pruner": "l1", "budget": {"latency": f},
-                                              "options": {"latency_calibration": False}}, x), 0.05, 1.0, macs, True)
+    aware, by_macs = _latency_aware(model, x, macs), _latency_aware(model, x, macs, budget_worth="macs")
     landed = half(name, batch)
     half_ = landed["result"]
     dense = _compile(model, {"pruner": "l1", "sparsity": 0.0}, x)
     built = time.perf_counter() - start
     tmp = Path(tempfile.mkdtemp(prefix="fxprune_latency_"))
     paths = {}
-    for label, result in (("dense", dense), ("uniform L1", uniform), ("latency-aware", aware),
-                          ("latency 0.5", half_)):
-        paths[label] = tmp / f"{label.replace(' ', '_')}.onnx"
+    models = {"dense": dense, "uniform L1": uniform, "latency-aware": aware, "latency-aware, MAC worth": by_macs,
+              "latency 0.5": half_}
+    for label, result in models.items():
+        paths[label] = tmp / f"{label.replace(' ', '_').replace(',', '')}.onnx"
         result.export_onnx(str(paths[label]))
     bench = benchmark(paths, batch_sizes=(batch,), threads=2, warmup=3, min_runs=15, min_time_s=2.0)
     return {"name": name, "rows": bench.rows, "machine": bench.machine, "built_s": built,
-            "macs": {"dense": 1.0, "uniform L1": _macs(uniform), "latency-aware": _macs(aware),
-                     "latency 0.5": _macs(half_)}, "load": os.getloadavg()[0], "half": landed}
+            "macs": {label: _macs(result) for label, result in models.items()}, "load": os.getloadavg()[0],
+            "half": landed}
 
 
 def half_markdown(halves: list[dict[str, Any]]) -> str:

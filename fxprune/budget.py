@@ -17,6 +17,11 @@ pruned model measured in onnxruntime paired with the dense one, the table's frac
 measured ratio is within 3% of the budget; the report's notes give both). `options={"latency_calibration":
 False}` keeps the table's choice uncorrected.
 
+`config["budget_worth"] = "macs"` weighs a unit's score by the MACs it carries (what removing it saves in
+MACs, at the current widths): with uniform scores the greedy then keeps the most MACs per unit of the resource
+(for latency: the fastest model at a given MAC count, the capacity kept where the runtime runs it best); the
+criterion still orders the units within a group. The default, "score", keeps the most importance.
+
 A rule's `sparsity` caps what one group may lose (default 0.9: every group keeps a tenth); `round_to` keeps
 channel counts a multiple of N (latency budgets default to the channel block the runtime's kernels are
 measured to like).
@@ -211,7 +216,11 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
     if floor > target * (1 + 1e-9):
         _too_low(resource, fraction, floor, dense, model.max_cut)
 
-    reached = _greedy(model, keep, order, values, target, cfg.round_to if cfg.round_to > 1 else model.round_to)
+    worth = None
+    if cfg.budget_worth == "macs":
+        worth = model if resource == "macs" else CostModel(dg, macs_terms(dg))
+    reached = _greedy(model, keep, order, values, target, cfg.round_to if cfg.round_to > 1 else model.round_to,
+                      worth)
     if reached > target * (1 + 1e-6):  # concat windows and split inputs stopped groups before their caps
         _too_low(resource, fraction, reached, dense, model.max_cut)
     masks = Masks(dg)
@@ -256,10 +265,13 @@ def _chunk(group_size: int, kept: int, round_to: int) -> int:
 
 
 def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list[int]],
-            values: dict[int, np.ndarray], target: float, round_to: int) -> float:
+            values: dict[int, np.ndarray], target: float, round_to: int, worth: CostModel | None = None) -> float:
     """Remove the chunk with the lowest mean value per unit of resource saved until the resource <= target;
-    return the resource reached."""
+    return the resource reached. A chunk that saves nothing (a flat stretch of a latency table) grows by chunks
+    until it does, so that the greedy does not stop short of a step. With `worth` (a MAC count), a chunk's value
+    is its mean value times the `worth` it removes."""
     term_values = [model.term(i, keep) for i in range(len(model.terms))]
+    worth_values = [worth.term(i, keep) for i in range(len(worth.terms))] if worth is not None else []
     current = sum(term_values)
     taken = dict.fromkeys(order, 0)
     version = dict.fromkeys(order, 0)
@@ -269,19 +281,26 @@ def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list
         rest = order[gid][taken[gid]:]
         if not rest:
             return None
-        units = rest[:_chunk(len(keep[gid]), int(keep[gid].sum()), round_to)]
-        trial = {**keep, gid: _without(keep[gid], units)}
-        if any(model.count(s, keep[gid]) and not model.count(s, trial[gid]) for s in model.dg.groups[gid].slots):
-            return None  # it would empty a tensor dim (a concat input, a split window): the group stops here
-        saved = sum(term_values[i] - model.term(i, trial) for i in model.by_group.get(gid, []))
-        return units, saved
+        size, kept = 0, int(keep[gid].sum())
+        while True:  # a chunk, grown by chunks while it saves nothing (a flat stretch of a runtime's staircase)
+            size += _chunk(len(keep[gid]), kept - size, round_to)
+            units = rest[:size]
+            trial = {**keep, gid: _without(keep[gid], units)}
+            if any(model.count(s, keep[gid]) and not model.count(s, trial[gid])
+                   for s in model.dg.groups[gid].slots):
+                return None  # it would empty a tensor dim (a concat input, a split window): the group stops here
+            saved = sum(term_values[i] - model.term(i, trial) for i in model.by_group.get(gid, []))
+            if saved > 0 or size >= len(rest):
+                break
+        value = float(np.mean(values[gid][units]))
+        if worth is not None:
+            value *= sum(worth_values[i] - worth.term(i, trial) for i in worth.by_group.get(gid, []))
+        return units, value / saved if saved > 0 else math.inf
 
     def push(gid: int) -> None:
         found = proposal(gid)
         if found is not None:
-            units, saved = found
-            worth = float(np.mean(values[gid][units]))
-            heapq.heappush(heap, (worth / saved if saved > 0 else math.inf, version[gid], gid))
+            heapq.heappush(heap, (found[1], version[gid], gid))
 
     for gid in order:
         push(gid)
@@ -300,6 +319,10 @@ def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list
             current += new - term_values[i]
             term_values[i] = new
         neighbours = {g for i in touched for g in _groups_of(model, i) if g in order}
+        if worth is not None:
+            for i in worth.by_group.get(gid, []):
+                worth_values[i] = worth.term(i, keep)
+                neighbours |= {g for g in _groups_of(worth, i) if g in order}
         for g in neighbours | {gid}:
             version[g] += 1
             push(g)

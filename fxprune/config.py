@@ -49,10 +49,14 @@ _TOP_KEYS = {
     "options": "algorithm-specific parameters, as a dict (e.g. {'scale': 1e-4} for slim)",
     "budget": "{'macs' | 'params' | 'latency': fraction of the dense model's to keep, in (0, 1]}: rank channels "
               "globally by importance per unit of that resource (fxprune.budget); the rules' sparsity caps a group",
+    "budget_worth": "what a channel is worth when channels compete for a budget: 'score' (default: the "
+                    "criterion's score, normalised within its group) or 'macs' (that score times the MACs the channel "
+                    "carries: a latency budget keeps the most MACs per unit of latency)",
 }
 #: with a budget and no sparsity, what one group may lose at most
 BUDGET_CAP = 0.9
 _BUDGET_RESOURCES = ("macs", "params", "latency")
+_BUDGET_WORTH = ("score", "macs")
 #: Other spellings accepted in dicts (NNI's and earlier fxprune's), mapped to the one vocabulary above.
 _ALIASES = {"config_list": "rules", "global": "global_ranking"}
 _FRONTENDS = ("auto", "fx", "export")
@@ -103,6 +107,7 @@ class Config:
     batches: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, float] | None = None
+    budget_worth: str = "score"
 
     @property
     def dependency_aware(self) -> bool:
@@ -273,6 +278,15 @@ def parse_config(config: Any) -> Config:
     if rules is not None and config.get("sparsity") is not None:
         raise ConfigError("config gives both 'sparsity' and 'rules': put the sparsity inside the rules")
     cfg.budget = _budget(config.get("budget"))
+    if "budget_worth" in config:
+        worth = config["budget_worth"]
+        if worth not in _BUDGET_WORTH:
+            raise ConfigError(f"config['budget_worth'] = {worth!r} must be one of "
+                              f"{', '.join(map(repr, _BUDGET_WORTH))}")
+        if cfg.budget is None and worth != "score":
+            raise ConfigError("config['budget_worth'] weighs channels competing for a budget, and the config has "
+                              "no 'budget': add one, e.g. 'budget': {'latency': 0.5}, or drop 'budget_worth'")
+        cfg.budget_worth = worth
     if rules is None and cfg.budget is not None and config.get("sparsity") is None:
         rules = [{"sparsity": BUDGET_CAP, "op_types": ["default"]}]
     if rules is None:

@@ -501,7 +501,7 @@ def _activation_slot(dg: DependencyGraph, layer: Layer, gid: int) -> Slot | None
     return None
 
 
-_STEP_KEYS = ("pruner", "global_ranking", "round_to", "mode", "prune_hidden", "attention", "budget")
+_STEP_KEYS = ("pruner", "global_ranking", "round_to", "mode", "prune_hidden", "attention", "budget", "budget_worth")
 
 
 def _step_config(session_cfg: Config, config: Any) -> Config:

@@ -66,6 +66,28 @@ def test_macs_budget_takes_channels_where_they_cost_most() -> None:
     assert u["big"] == u["small"]  # whereas a uniform sparsity cuts both alike
 
 
+def test_budget_worth_macs_keeps_the_channels_that_carry_the_most_macs() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    config = {"pruner": "l1", "budget": {"params": 0.6}}
+    by_macs = _compile(_TwoBranches().eval(), {**config, "budget_worth": "macs"}, x)
+    out = {layer.name: layer.channels_after for layer in by_macs.report.layers}
+    assert out["big"] == 16 and out["small"] < 16  # same scores, same parameters: the cheap branch pays
+    by_score = _compile(_TwoBranches().eval(), config, x)
+    assert _kept(by_macs, "params") <= 0.6 + 1e-6 and _kept(by_score, "params") <= 0.6 + 1e-6
+    assert by_macs.report.macs_after > by_score.report.macs_after  # the same budget, more MACs kept
+    assert by_macs.report.max_abs_diff < 1e-3
+
+
+@pytest.mark.parametrize(("config", "match"), [
+    ({"budget": {"macs": 0.5}, "budget_worth": "flops"}, r"config\['budget_worth'\] = 'flops' must be one of"),
+    ({"sparsity": 0.5, "budget_worth": "macs"}, r"config\['budget_worth'\].*no 'budget': add one"),
+])
+def test_bad_budget_worth_is_refused(config: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _compile(nn.Conv2d(3, 4, 1), {"pruner": "l1", **config}, torch.randn(1, 3, 4, 4))
+
+
 def test_budget_one_keeps_everything() -> None:
     factory, shape = FAMILY["resnet18"]
     result = _compile(factory().eval(), {"pruner": "l1", "budget": {"macs": 1.0}}, torch.randn(*shape))
@@ -97,3 +119,32 @@ def test_budget_below_what_frozen_groups_keep_says_how_low_it_can_go() -> None:
     assert 0.01 < lowest < 1
     reached = _kept(_compile(model, {"pruner": "l1", "budget": {"macs": lowest}}, x), "macs")
     assert reached <= lowest + 1e-6  # the number the message gives is reachable
+
+
+def test_a_resource_that_falls_in_steps_is_cut_past_its_flat_stretches() -> None:
+    """A runtime whose time falls only every 8 channels (a kernel's block): removing one channel saves nothing, eight
+    save a block. The budget looks past the flat stretch instead of stopping there, and reaches the lowest value
+    its refusal names."""
+    from fxprune.budget import CostModel, Term, budget_masks
+    from fxprune.config import parse_config
+    from fxprune.session import prepare
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = prepare(_TwoBranches().eval(), {"pruner": "l1", "sparsity": 0.5}, x)
+    keys = [k for k in session.graph.shapes if k.startswith("@") and k.endswith(".weight")]
+    # time per conv weight: its output channels rounded up to the block of 8 (16 -> 8 is the only step)
+    model = CostModel(session.graph, [Term([k], lambda s, k=k: float(-(-s[k][0] // 8) * 8)) for k in keys])
+    dense = model.total()
+
+    def masks(fraction: float) -> fxprune.Masks:
+        cfg = parse_config({"pruner": "l1", "sparsity": 0.9, "budget": {"latency": fraction}})
+        return budget_masks(session.graph, cfg, session.layers, session.scorer("l1"), model)
+
+    with pytest.raises(ConfigError, match="can go as low as") as info:
+        masks(0.01)
+    lowest = float(re.search(r"can go as low as ([0-9.]+)", str(info.value)).group(1))
+    assert lowest < 0.9  # the step is reachable
+    assert model.total(masks(lowest).keep) <= lowest * dense + 1e-9
