@@ -7,8 +7,9 @@ importance per unit of that resource.
 Every prunable unit (channel, head) of every selected group competes globally. A unit's value is its score
 (the criterion's, divided by its group's mean so that groups compare) over what removing it saves: the
 resource the model loses when the group loses one more unit, at the current widths (a conv's output channel
-saves its own MACs and the next layer's input MACs; both shrink as the neighbours shrink). The cheapest
-value goes first, a chunk of units at a time, until the resource is at the budget. The resource is counted
+saves its own MACs and the next layer's input MACs; both shrink as the neighbours shrink). Units go a chunk at
+a time (about 1/32 of a group, a multiple of `round_to`), the chunk with the lowest mean score over what the
+whole chunk saves first, until the resource is at the budget. The resource is counted
 exactly after every step (MACs from each op's rule, parameters from the tensor shapes, latency from
 `fxprune.latency.LatencyTable`), so the result lands on the budget within one chunk. For latency that is the
 table's count; the table misses what does not shrink with the layers (activations, pooling, adds, reorders,
