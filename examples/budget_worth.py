@@ -3,8 +3,9 @@
     PYTHONPATH=. python examples/budget_worth.py                 # 2 seeds, about 4 minutes on 2 cores
     PYTHONPATH=. python examples/budget_worth.py --seeds 0,1,2 --latency 0.5
 
-Per seed: the width-32 CNN of examples/accuracy.py trained on Fashion-MNIST (10,000 training images, 6 epochs,
-Adam 3e-3, batch 32, linear decay; Debian's dataset-fashion-mnist), then `{"pruner": "l1", "budget": {"latency":
+Per seed: the width-32 CNN of examples/accuracy.py trained on Fashion-MNIST with that script's recipe
+(`accuracy.Settings`: 10,000 training images, 6 epochs, Adam 3e-3, batch 32, linear decay; Debian's
+dataset-fashion-mnist), then `{"pruner": "l1", "budget": {"latency":
 f}}` compiled twice, with the channels' worth their L1 score normalised within the group (`"score"`, the
 default) and that score times the MACs the channel carries (`"macs"`), both calibrated end to end to the same
 latency; each pruned model is fine-tuned for one epoch with the dense recipe and scored on the whole 10,000-image
@@ -22,6 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy import Settings  # noqa: E402
 
 import fxprune  # noqa: E402
 from fxprune import datasets, models, training  # noqa: E402
@@ -31,11 +35,12 @@ WORTHS = ("score", "macs")
 
 def run(seed: int, latency: float, data: datasets.ImageData) -> list[dict[str, float | str]]:
     """Train the dense CNN with `seed`, prune it to `latency` both ways and fine-tune; one row per worth."""
-    train_b = datasets.batches(data.x_train, data.y_train, 32, shuffle=True, seed=seed)
+    s = Settings(quick=False, seed=seed, threads=torch.get_num_threads())
+    train_b = datasets.batches(data.x_train, data.y_train, s.batch, shuffle=True, seed=seed)
     test_b = datasets.batches(data.x_test, data.y_test, 1000)
     torch.manual_seed(seed)
-    dense = models.small_cnn(data.shape[0], len(data.classes), data.shape[-1], 32)
-    training.train(dense, train_b, 6, 3e-3, decay="linear", desc=f"seed {seed}: training the dense CNN")
+    dense = models.small_cnn(data.shape[0], len(data.classes), data.shape[-1], s.cnn_width)
+    training.train(dense, train_b, s.epochs, s.lr, decay="linear", desc=f"seed {seed}: training the dense CNN")
     rows: list[dict[str, float | str]] = [{"seed": seed, "worth": "dense", "acc": training.evaluate(dense, test_b)}]
     for worth in WORTHS:
         start = time.perf_counter()
@@ -46,7 +51,7 @@ def run(seed: int, latency: float, data: datasets.ImageData) -> list[dict[str, f
         seconds = time.perf_counter() - start
         model, report = result.model, result.report
         one_shot = training.evaluate(model, test_b)
-        training.train(model, train_b, 1, 3e-3, decay="linear", desc=f"seed {seed}: fine-tuning ({worth})")
+        training.train(model, train_b, 1, s.lr, decay="linear", desc=f"seed {seed}: fine-tuning ({worth})")
         note = next(n for n in report.notes if n.startswith("latency budget"))
         rows.append({"seed": seed, "worth": worth, "acc": training.evaluate(model, test_b), "one_shot": one_shot,
                      "macs": report.macs_after / report.macs_before,
@@ -73,7 +78,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5)
     args = parser.parse_args()
     try:
-        data = datasets.fashion_mnist(n_train=10000, n_test=None, seed=0)
+        defaults = Settings(quick=False, seed=0, threads=torch.get_num_threads())
+        data = datasets.fashion_mnist(n_train=defaults.n_train, n_test=defaults.n_test, seed=0)
     except datasets.DataUnavailable as exc:
         sys.exit(f"{exc.what} is not installed: {exc.install}")
     rows = [row for seed in args.seeds.split(",") for row in run(int(seed), args.latency, data)]

@@ -76,14 +76,15 @@ class CostModel:
 
     def __init__(self, dg: DependencyGraph, terms: list[Term], round_to: int = 1, max_cut: float = 1.0) -> None:
         self.dg, self.terms, self.round_to, self.max_cut = dg, terms, round_to, max_cut
-        self._slots: dict[str, list[Slot]] = {}
         self.by_group: dict[int, list[int]] = {}  # group -> terms whose shapes depend on it
+        self.groups_of: list[list[int]] = [[] for _ in terms]  # term -> the groups it depends on
         for i, term in enumerate(terms):
             for key in term.keys:
                 for d in range(len(dg.shapes.get(key, ()))):
                     gid = dg.group_of.get(Slot(key, d))
                     if gid is not None and i not in self.by_group.setdefault(gid, []):
                         self.by_group[gid].append(i)
+                        self.groups_of[i].append(gid)
         self._elements: dict[Slot, np.ndarray] = {}
 
     def count(self, s: Slot, keep: np.ndarray) -> int:
@@ -277,6 +278,7 @@ def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list
     taken = dict.fromkeys(order, 0)
     version = dict.fromkeys(order, 0)
     heap: list[tuple[float, int, int]] = []
+    pending: dict[int, list[int]] = {}  # group -> the units of its entry on the heap (of its current version)
 
     def proposal(gid: int) -> tuple[list[int], float] | None:
         rest = order[gid][taken[gid]:]
@@ -301,6 +303,7 @@ def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list
     def push(gid: int) -> None:
         found = proposal(gid)
         if found is not None:
+            pending[gid] = found[0]
             heapq.heappush(heap, (found[1], version[gid], gid))
 
     for gid in order:
@@ -311,7 +314,7 @@ def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list
             continue
         if math.isinf(value):  # nothing left saves anything
             break
-        units, _ = proposal(gid)
+        units = pending[gid]
         keep[gid] = _without(keep[gid], units)
         taken[gid] += len(units)
         touched = model.by_group.get(gid, [])
@@ -319,21 +322,12 @@ def _greedy(model: CostModel, keep: dict[int, np.ndarray], order: dict[int, list
             new = model.term(i, keep)
             current += new - term_values[i]
             term_values[i] = new
-        neighbours = {g for i in touched for g in _groups_of(model, i) if g in order}
+        neighbours = {g for i in touched for g in model.groups_of[i] if g in order}
         if worth is not None:
             for i in worth.by_group.get(gid, []):
                 worth_values[i] = worth.term(i, keep)
-                neighbours |= {g for g in _groups_of(worth, i) if g in order}
+                neighbours |= {g for g in worth.groups_of[i] if g in order}
         for g in neighbours | {gid}:
             version[g] += 1
             push(g)
     return current
-
-
-def _groups_of(model: CostModel, i: int) -> list[int]:
-    cache = model.__dict__.setdefault("_groups_of_term", {})
-    if not cache:
-        for gid, terms in model.by_group.items():
-            for t in terms:
-                cache.setdefault(t, []).append(gid)
-    return cache.get(i, [])

@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxprune
+from fxprune.budget import CostModel, Term, budget_masks
+from fxprune.config import parse_config
 from fxprune.errors import ConfigError
+from fxprune.session import prepare
 from tests.fixtures import FAMILY
 
 
@@ -125,10 +128,6 @@ def test_a_resource_that_falls_in_steps_is_cut_past_its_flat_stretches() -> None
     """A runtime whose time falls only every 8 channels (a kernel's block): removing one channel saves nothing, eight
     save a block. The budget looks past the flat stretch instead of stopping there, and reaches the lowest value
     its refusal names."""
-    from fxprune.budget import CostModel, Term, budget_masks
-    from fxprune.config import parse_config
-    from fxprune.session import prepare
-
     torch.manual_seed(0)
     x = torch.randn(1, 3, 8, 8)
     with warnings.catch_warnings():
