@@ -85,14 +85,14 @@ def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]
             f"example_inputs must be a tensor or a non-empty tuple of tensors, got "
             f"{type(example_inputs).__name__}; pass e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
         )
-    tensors = list(model.parameters()) + list(model.buffers())
-    meta = next((n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta), None)
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    meta = next((n for n, t in named if t.is_meta), None)
     if meta is not None:
         raise InputError(
             f"parameter or buffer '{meta}' is on the meta device (not materialised): fxprune scores real "
             "weights; load them first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
         )
-    devices = {t.device for t in tensors}
+    devices = {t.device for _, t in named}
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             continue
