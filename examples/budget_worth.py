@@ -3,13 +3,12 @@
     PYTHONPATH=. python examples/budget_worth.py                 # 2 seeds, about 4 minutes on 2 cores
     PYTHONPATH=. python examples/budget_worth.py --seeds 0,1,2 --latency 0.5
 
-Per seed: the width-32 CNN of examples/accuracy.py trained on Fashion-MNIST with that script's recipe
-(`accuracy.Settings`: 10,000 training images, 6 epochs, Adam 3e-3, batch 32, linear decay; Debian's
-dataset-fashion-mnist), then `{"pruner": "l1", "budget": {"latency":
-f}}` compiled twice, with the channels' worth their L1 score normalised within the group (`"score"`, the
-default) and that score times the MACs the channel carries (`"macs"`), both calibrated end to end to the same
-latency; each pruned model is fine-tuned for one epoch with the dense recipe and scored on the whole 10,000-image
-test set (a standard error of about 0.3 points). Prints a Markdown table.
+Per seed: the CNN of examples/accuracy.py trained on Fashion-MNIST (Debian's dataset-fashion-mnist) with that
+script's recipe, read from `accuracy.Settings` (its width, training images, epochs, learning rate and batch), then
+`{"pruner": "l1", "budget": {"latency": f}}` compiled twice, with the channels' worth their L1 score normalised
+within the group (`"score"`, the default) and that score times the MACs the channel carries (`"macs"`), both
+calibrated end to end to the same latency; each pruned model is fine-tuned for one epoch with the dense recipe
+and scored on the whole 10,000-image test set (a standard error of about 0.3 points). Prints a Markdown table.
 """
 
 from __future__ import annotations

@@ -218,9 +218,7 @@ def budget_masks(dg: DependencyGraph, cfg: Config, layers: list[Layer], score: S
     if floor > target * (1 + 1e-9):
         _too_low(resource, fraction, floor, dense, model.max_cut)
 
-    worth = None
-    if cfg.budget_worth == "macs":
-        worth = model if resource == "macs" else CostModel(dg, macs_terms(dg))
+    worth = CostModel(dg, macs_terms(dg)) if cfg.budget_worth == "macs" else None
     reached = _greedy(model, keep, order, values, target, cfg.round_to if cfg.round_to > 1 else model.round_to,
                       worth)
     if reached > target * (1 + 1e-6):  # concat windows and split inputs stopped groups before their caps

@@ -286,6 +286,10 @@ def parse_config(config: Any) -> Config:
         if cfg.budget is None and worth != "score":
             raise ConfigError("config['budget_worth'] weighs channels competing for a budget, and the config has "
                               "no 'budget': add one, e.g. 'budget': {'latency': 0.5}, or drop 'budget_worth'")
+        if worth == "macs" and cfg.budget is not None and "macs" in cfg.budget:
+            raise ConfigError("config['budget_worth'] = 'macs' with a 'macs' budget weighs each channel by the MACs "
+                              "it saves, which cancels what it costs: channels would rank by score alone. Use "
+                              "'budget_worth': 'macs' with a 'latency' or 'params' budget, or drop it")
         cfg.budget_worth = worth
     if rules is None and cfg.budget is not None and config.get("sparsity") is None:
         rules = [{"sparsity": BUDGET_CAP, "op_types": ["default"]}]

@@ -377,21 +377,19 @@ def _kernel_seconds(model: Any, feeds: dict[str, np.ndarray], names: list[str], 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "layer.onnx")
         onnx.save(model, path)
-        sess = _ort_session(path, threads)
-        for _ in range(_WARMUP):
-            sess.run(None, feeds)
         sess = _ort_session(path, threads, os.path.join(tmp, "profile"))
-        for _ in range(runs):
+        for _ in range(_WARMUP + runs):  # the warm-up runs on the profiled session too, and is left out below
             sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
     per: dict[str, list[float]] = {n: [] for n in names}
-    for e in events:
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
         node = e["name"][: -len("_kernel_time")]
         for n in names:
             if node == n or node.startswith(n + "_"):
                 per[n].append(e["dur"] * 1e-6)
+    per = {n: v[len(v) * _WARMUP // (_WARMUP + runs):] for n, v in per.items()}  # every run logs alike
     # one value per run: a layer split into several kernels (ORT fusions) sums them
     return [float(np.median(np.asarray(v).reshape(runs, -1).sum(1))) if v and len(v) % runs == 0
             else float(np.median(v)) if v else 0.0 for v in per.values()]

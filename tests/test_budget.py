@@ -85,6 +85,7 @@ def test_budget_worth_macs_keeps_the_channels_that_carry_the_most_macs() -> None
 @pytest.mark.parametrize(("config", "match"), [
     ({"budget": {"macs": 0.5}, "budget_worth": "flops"}, r"config\['budget_worth'\] = 'flops' must be one of"),
     ({"sparsity": 0.5, "budget_worth": "macs"}, r"config\['budget_worth'\].*no 'budget': add one"),
+    ({"budget": {"macs": 0.5}, "budget_worth": "macs"}, r"with a 'macs' budget .* rank by score alone"),
 ])
 def test_bad_budget_worth_is_refused(config: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
