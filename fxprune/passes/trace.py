@@ -14,7 +14,8 @@ Two front ends produce the same kind of graph for the same analysis:
 `"auto"` tries fx, then export. `gm.meta["frontend"]` says which one was used.
 
 Pre:  any nn.Module and example inputs it accepts.
-Post: a GraphModule that is a deep copy (the user's model is never touched), in eval mode, whose
+Post: a GraphModule that is a deep copy (the user's model is never touched; its CPU tensors are copy-on-write
+      clones, `_copy_model`), in eval mode, whose
       tensor-producing nodes carry `meta["tensor_meta"]` from one run on the example inputs that moves to
       meta tensors (no arithmetic) as soon as its real kernels cost more than meta dispatch (the real run
       throughout where the graph cannot run on meta), and
@@ -32,7 +33,7 @@ import os
 import time
 import traceback
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import torch
@@ -544,14 +545,52 @@ def _deepcopy_value(v: Any, memo: dict[int, Any]) -> Any:
     return copy.deepcopy(v, memo)
 
 
+#: torch's copy-on-write clone (a private API): the clone shares the tensor's memory until either side writes to
+#: it, and the writer then gets its own copy. Used from the version it was tested on (tests/test_copy_on_write.py).
+_LAZY_CLONE = getattr(torch, "_lazy_clone", None) if torch.__version__ >= (2, 13) else None
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    return t.untyped_storage()._cdata if t.layout == torch.strided and not t.is_quantized else None
+
+
+def _lazy_copies(modules: list[torch.nn.Module]) -> dict[int, torch.Tensor]:
+    """Copy-on-write clones of the parameters and buffers a deep copy may share memory with until written: plain CPU
+    tensors and Parameters whose storage no other tensor of the model views (a deep copy keeps views of one storage
+    views of one copy; separate clones would not), not in shared or file-mapped memory (a clone would stop the
+    user's writes reaching it), without attributes of their own (a deep copy copies a tensor's `__dict__`), in
+    memory torch owns (it refuses the others: NumPy's, safetensors' mappings). The others are deep-copied."""
+    if _LAZY_CLONE is None:
+        return {}
+    tensors = {id(t): t for m in modules for store in (m._parameters, m._buffers) for t in store.values()
+               if t is not None}
+    views = Counter(_storage(t) for t in tensors.values())
+    copies: dict[int, torch.Tensor] = {}
+    for i, t in tensors.items():
+        if (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.is_leaf
+                and _storage(t) is not None and views[_storage(t)] == 1 and not t.is_shared()
+                and not (type(t) is torch.Tensor and vars(t))):
+            try:
+                clone = _LAZY_CLONE(t.detach())
+            except RuntimeError:  # memory torch does not own (safetensors' file mapping, from_pretrained's)
+                continue
+            copies[i] = torch.nn.Parameter(clone, t.requires_grad) if type(t) is torch.nn.Parameter else \
+                clone.requires_grad_(t.requires_grad)
+    return copies
+
+
 def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
     """`copy.deepcopy(model)`, the same objects at a third of the cost: every module of a plain class (`_plain`) is
     made with `__new__` and given a deep copy of its state directly (deepcopy's generic path, `__reduce_ex__` on
-    each module and each of its dozen hook dicts, is most of a deep copy's time besides cloning tensors)."""
+    each module and each of its dozen hook dicts, is most of a deep copy's time besides cloning tensors). The
+    tensors are copy-on-write clones where `_lazy_copies` allows: no memory is copied until a write (a one-shot
+    compile writes none; training the masked model copies what it writes, as does writing to the original model
+    while the masked one lives)."""
     modules = list(model.modules())
+    memo: dict[int, Any] = _lazy_copies(modules)
     if not all(_plain(type(m)) for m in modules):
-        return copy.deepcopy(model)
-    memo: dict[int, Any] = {id(m): type(m).__new__(type(m)) for m in modules}
+        return copy.deepcopy(model, memo)
+    memo |= {id(m): type(m).__new__(type(m)) for m in modules}
     for m in modules:
         state = m.__getstate__()
         memo[id(m)].__setstate__({k: _deepcopy_value(v, memo) for k, v in state.items()})
