@@ -273,32 +273,34 @@ class DependencyGraph:
             reasons_by_slot.setdefault(s, []).append(reason)
         frozen_label = np.zeros(n, dtype=bool)
         frozen_label[labels[frozen_el]] = True
+        slots_in_order = list(self.offsets)  # elements are numbered in this order, each slot's contiguous
+        sizes = np.array([self.shapes[s.tensor][s.dim] for s in slots_in_order], dtype=np.int64)
         param_label = np.zeros(n, dtype=bool)
-        for s, off in self.offsets.items():
-            if s.tensor.startswith("@"):
-                param_label[labels[off:off + self.shapes[s.tensor][s.dim]]] = True
+        param_label[labels[np.repeat([s.tensor.startswith("@") for s in slots_in_order], sizes)]] = True
 
         components: dict[Slot, list[Slot]] = {}
-        for s in self.offsets:
+        for s in slots_in_order:
             components.setdefault(self.slot_union.find(s), []).append(s)
         ordered = [sorted(comp, key=self._slot_order) for comp in sorted(components.values(), key=self._order)]
-        class_of, classes = self._classes(labels, ordered)
+        class_of, classes = self._classes(labels, ordered, slots_in_order, sizes)
+        element_class = class_of[labels]  # each slot's classes are a view of it
+        size_of = dict(zip(slots_in_order, sizes.tolist()))
         for gid, (slots, units) in enumerate(zip(ordered, classes)):
-            slot_class = {s: class_of[labels[self.offsets[s]:self.offsets[s] + self.shapes[s.tensor][s.dim]]]
-                          for s in slots}
+            slot_class = {s: element_class[self.offsets[s]:self.offsets[s] + size_of[s]] for s in slots}
             reasons = sorted({r for s in slots for r in reasons_by_slot.get(s, [])})
             roles = {self.roles[s] for s in slots if s in self.roles}
             self.groups.append(Group(gid, slots, slot_class, frozen_label[units], param_label[units], reasons, roles))
             for s in slots:
                 self.group_of[s] = gid
 
-    def _classes(self, labels: np.ndarray, groups: list[list[Slot]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _classes(self, labels: np.ndarray, groups: list[list[Slot]], slots: list[Slot],
+                 sizes: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Number each group's element components (labels) 0..k-1 in increasing label order: (class index of
         every label, the labels of each group in class order). One stable sort of the labels by group, not a
-        `np.unique` per group: an element link implies a slot link, so a label lies in one group."""
-        sizes = np.array([self.shapes[s.tensor][s.dim] for s in self.offsets], dtype=np.int64)
-        gid_of_slot = {s: gid for gid, slots in enumerate(groups) for s in slots}
-        element_group = np.repeat(np.array([gid_of_slot[s] for s in self.offsets], dtype=np.int64), sizes)
+        `np.unique` per group: an element link implies a slot link, so a label lies in one group. `slots` in
+        element order, with their `sizes`."""
+        gid_of_slot = {s: gid for gid, members in enumerate(groups) for s in members}
+        element_group = np.repeat(np.array([gid_of_slot[s] for s in slots], dtype=np.int64), sizes)
         label_group = np.empty(int(labels.max(initial=-1)) + 1, dtype=np.int64)  # every label has elements
         label_group[labels] = element_group  # elements are numbered in `offsets` order
         order = np.argsort(label_group.astype(np.uint16 if len(groups) < 2**16 else np.int64), kind="stable")

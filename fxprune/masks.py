@@ -54,11 +54,10 @@ class Masks:
     def pruned_slots(self) -> list[tuple[Slot, np.ndarray]]:
         """Every slot that loses elements, with its bool keep vector."""
         out = []
-        for gid in self.keep:
-            for s in self.graph.groups[gid].slots:
-                keep = self.slot_keep(s)
-                if keep is not None:
-                    out.append((s, keep))
+        for gid, keep in self.keep.items():
+            if not keep.all():
+                group = self.graph.groups[gid]
+                out += [(s, keep[group.slot_class[s]]) for s in group.slots]
         return out
 
     @property

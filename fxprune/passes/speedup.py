@@ -35,7 +35,7 @@ def new_shapes(masks: Masks) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for s, keep in masks.pruned_slots():
         shape = list(out.get(s.tensor, masks.graph.shapes[s.tensor]))
-        shape[s.dim] = int(keep.sum())
+        shape[s.dim] = int(np.count_nonzero(keep))
         out[s.tensor] = tuple(shape)
     return out
 
