@@ -92,10 +92,23 @@ class WeightSums:
 
     Used as a context manager around scoring calls (`Session.scorer` does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, largest: int = 0) -> None:
+        """`largest`: elements of the largest weight it will be given, so that the scratch buffer is allocated
+        once (growing it weight by weight costs fresh memory each time)."""
         self.sums: dict[tuple[str, Callable, int], torch.Tensor] = {}
         self._scratch = torch.empty(0)
+        self._largest = largest
         self._tokens: list[Any] = []
+        self._tensors: dict[str, torch.Tensor] | None = None  # "@qualname" -> parameter or buffer, built once
+
+    def tensor(self, dg: DependencyGraph, s: Slot) -> torch.Tensor:
+        """The parameter or buffer of slot `s` (`_tensor`, from one walk of the model instead of a lookup each)."""
+        if self._tensors is None:
+            self._tensors = {f"@{name}": t.detach() for named in (dg.gm.named_parameters(remove_duplicate=False),
+                                                                  dg.gm.named_buffers(remove_duplicate=False))
+                             for name, t in named}
+        t = self._tensors.get(s.tensor)
+        return _tensor(dg, s) if t is None else t
 
     def __enter__(self) -> WeightSums:
         self._tokens.append(_active.set(self))
@@ -107,7 +120,7 @@ class WeightSums:
     def add(self, s: Slot, t: torch.Tensor, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
         """`t`'s sums of `fn(t)` per element of dims 0, 1 and `s.dim`, kept; the one of `s.dim` returned."""
         if self._scratch.numel() < t.numel() or (self._scratch.dtype, self._scratch.device) != (t.dtype, t.device):
-            self._scratch = torch.empty(t.numel(), dtype=t.dtype, device=t.device)
+            self._scratch = torch.empty(max(t.numel(), self._largest), dtype=t.dtype, device=t.device)
         values = fn(t, out=self._scratch[:t.numel()].view(t.shape))
         for d in {0, 1, s.dim}:
             self.sums[(s.tensor, fn, d)] = _sum_but(values, d)
@@ -124,7 +137,7 @@ def _weight_sums(dg: DependencyGraph, s: Slot,
     sums, fn = _active.get(), _ELEMENTWISE.get(per_element)
     if sums is not None and (s.tensor, fn, s.dim) in sums.sums:
         return sums.sums[(s.tensor, fn, s.dim)]
-    t = _tensor(dg, s)
+    t = _tensor(dg, s) if sums is None else sums.tensor(dg, s)
     if sums is None or fn is None or t.dim() < 2:
         return per_element(t, s.dim)
     return sums.add(s, t, fn)

@@ -283,7 +283,8 @@ class Session:
         # NNI's normal mode too, a layer is scored by what was probed in its group (its own activation).
         own = "activations" not in crit.needs
 
-        sums = WeightSums()
+        sums = WeightSums(max((math.prod(self.graph.shapes[s.tensor]) for g in self.graph.groups if g.prunable.any()
+                               for s in g.param_slots()), default=0))  # the largest weight it may score
 
         def score(group: Any, slots: Any) -> torch.Tensor:
             with sums:
