@@ -114,7 +114,8 @@ class DependencyGraph:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.offsets: dict[Slot, int] = {}
         self.n_elements = 0
-        self._edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self._edges: list[tuple[Slot, np.ndarray, np.ndarray]] = []  # (slot a, element ids of a, of b): index maps
+        self._identities: list[tuple[Slot, Slot]] = []  # links of element i to element i (slots of one size)
         self._frozen: list[tuple[Slot, np.ndarray | None, str]] = []
         self.slot_union = _SlotUnion()
         #: barrier reason -> the nodes it stopped, for the barriers that keep a group with parameters whole
@@ -136,9 +137,12 @@ class DependencyGraph:
             self.offsets[s] = self.n_elements
             self.n_elements += size
 
-    def add_link(self, a: Slot, b: Slot, idx: np.ndarray) -> None:
-        ids_b = self.offsets[b] + np.arange(len(idx))
-        self._edges.append((self.offsets[a] + idx, ids_b))
+    def add_link(self, a: Slot, b: Slot, idx: np.ndarray | None = None) -> None:
+        """Couple b's element i with a's element idx[i]; idx None: the identity (a and b have one size)."""
+        if idx is None:
+            self._identities.append((a, b))
+        else:
+            self._edges.append((a, self.offsets[a] + idx, self.offsets[b] + np.arange(len(idx))))
         self.slot_union.union(a, b)
 
     def add_freeze(self, s: Slot, reason: str, elements: np.ndarray | None) -> None:
@@ -181,7 +185,7 @@ class DependencyGraph:
         for keys in by_tensor.values():
             for other in keys[1:]:
                 for d in range(len(self.shapes[keys[0]])):
-                    self.add_link(Slot(keys[0], d), Slot(other, d), np.arange(self.shapes[keys[0]][d]))
+                    self.add_link(Slot(keys[0], d), Slot(other, d))
 
     def _apply(self, node: torch.fx.Node, modules: dict[str, torch.nn.Module]) -> None:
         outs = [k for k in tensor_shapes(node) if k in self.shapes]
@@ -253,15 +257,47 @@ class DependencyGraph:
             if any(self.group_of[s] in costly for s in slots):
                 self.unsupported.setdefault(name, []).append(text)
 
+    def _labels(self, slots: list[Slot], sizes: np.ndarray) -> np.ndarray:
+        """The element component of every element (`slots` in element order, with their `sizes`), numbered
+        0..k-1: within one slot component, in order of the components' first elements. A slot component joined
+        by identity links only (most of them: element-wise ops, norms, a conv's output and the next op's
+        input) has one element component per index i, the i-th element of each of its slots, which are all of
+        one size; only the slot components that an index map joins (concat, split, heads, permutations) need
+        a graph search over their elements, numbered after the others."""
+        n = self.n_elements
+        root = [self.slot_union.find(s) for s in slots]
+        mapped = {self.slot_union.find(a) for a, _, _ in self._edges}
+        offsets = np.fromiter((self.offsets[s] for s in slots), dtype=np.int64, count=len(slots))
+        is_mapped = np.fromiter((r in mapped for r in root), dtype=bool, count=len(slots))
+        # identity components: a block of labels each, in order of their first slot
+        first: dict[Slot, int] = {}
+        for i, r in enumerate(root):
+            if not is_mapped[i]:
+                first.setdefault(r, i)
+        blocks = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+        block_start = np.concatenate([[0], np.cumsum(sizes[blocks])[:-1]]) if len(blocks) else blocks
+        start_of = dict(zip(first, block_start.tolist()))
+        base = np.fromiter((start_of.get(r, 0) for r in root), dtype=np.int64, count=len(slots))
+        labels = np.arange(n, dtype=np.int64) + np.repeat(base - offsets, sizes)
+        if mapped:  # the others: connected components over their elements only, numbered after the blocks
+            ids = np.concatenate([np.arange(o, o + z) for o, z, m in zip(offsets, sizes, is_mapped) if m])
+            pos = np.full(n, -1, dtype=np.int64)
+            pos[ids] = np.arange(len(ids))
+            a = [e[1] for e in self._edges] + [self.offsets[x] + np.arange(self.shapes[x.tensor][x.dim])
+                                               for x, _ in self._identities if self.slot_union.find(x) in mapped]
+            b = [e[2] for e in self._edges] + [self.offsets[y] + np.arange(self.shapes[y.tensor][y.dim])
+                                               for x, y in self._identities if self.slot_union.find(x) in mapped]
+            a, b = pos[np.concatenate(a)], pos[np.concatenate(b)]
+            adj = scipy.sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(ids), len(ids)))
+            _, sub = scipy.sparse.csgraph.connected_components(adj, directed=False)
+            labels[ids] = int(sizes[blocks].sum()) + sub
+        return labels
+
     def _form_groups(self) -> None:
         n = self.n_elements
-        if self._edges:
-            a = np.concatenate([e[0] for e in self._edges])
-            b = np.concatenate([e[1] for e in self._edges])
-        else:
-            a = b = np.zeros(0, dtype=np.int64)
-        adj = scipy.sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-        _, labels = scipy.sparse.csgraph.connected_components(adj, directed=False)
+        slots_in_order = list(self.offsets)  # elements are numbered in this order, each slot's contiguous
+        sizes = np.array([self.shapes[s.tensor][s.dim] for s in slots_in_order], dtype=np.int64)
+        labels = self._labels(slots_in_order, sizes)
         frozen_el = np.zeros(n, dtype=bool)
         reasons_by_slot: dict[Slot, list[str]] = {}
         for s, elements, reason in self._frozen:
@@ -273,8 +309,6 @@ class DependencyGraph:
             reasons_by_slot.setdefault(s, []).append(reason)
         frozen_label = np.zeros(n, dtype=bool)
         frozen_label[labels[frozen_el]] = True
-        slots_in_order = list(self.offsets)  # elements are numbered in this order, each slot's contiguous
-        sizes = np.array([self.shapes[s.tensor][s.dim] for s in slots_in_order], dtype=np.int64)
         param_label = np.zeros(n, dtype=bool)
         param_label[labels[np.repeat([s.tensor.startswith("@") for s in slots_in_order], sizes)]] = True
 

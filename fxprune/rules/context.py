@@ -194,11 +194,9 @@ class RuleContext(NodeView):
         sa, sb = self.slot(*a), self.slot(*b)
         self.touched.update((sa, sb))
         size_a, size_b = self.g.shapes[sa.tensor][sa.dim], self.g.shapes[sb.tensor][sb.dim]
-        if idx is None:
-            if size_a != size_b:
-                raise NotHandled(f"link of unequal sizes {tuple(sa)}={size_a} and {tuple(sb)}={size_b}")
-            idx = np.arange(size_a)
-        self.g.add_link(sa, sb, np.asarray(idx, dtype=np.int64))
+        if idx is None and size_a != size_b:
+            raise NotHandled(f"link of unequal sizes {tuple(sa)}={size_a} and {tuple(sb)}={size_b}")
+        self.g.add_link(sa, sb, None if idx is None else np.asarray(idx, dtype=np.int64))
         for s, other in ((sa, sb), (sb, sa)):  # an input channel that does not become an output channel
             if s.tensor in self._ins and other.tensor not in self._outs:
                 self.g.contracted.add(s)
