@@ -76,6 +76,18 @@ class PythonCounter(Net):
         return super().forward(x) * self.calls
 
 
+class AppendsToList(Net):
+    """forward appends to a list attribute (the snapshot must hold a copy of the list, not the list itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(self.sizes))
+        return super().forward(x)
+
+
 class CachesActivation(Net):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.last = self.c1(x)
@@ -269,6 +281,8 @@ CASES: list[tuple[str, Build, type[Exception] | None, str]] = [
     ("forward does buffer += 1", mdl(BufferAugmented), TraceError, "forward modifies the tensor calls in place"),
     ("forward increments a Python attribute", mdl(PythonCounter), TraceError,
      "changes the attribute self.calls (0 -> 1)"),
+    ("forward appends to a list attribute", mdl(AppendsToList), TraceError,
+     "changes the attribute self.sizes ([] -> [0])"),
     ("forward caches an activation on self", mdl(CachesActivation), TraceError,
      "assigns the new attribute self.last"),
     ("forward rescales a weight in place", mdl(MutatesWeight), TraceError, "modifies the tensor c2.weight"),

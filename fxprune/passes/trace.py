@@ -93,10 +93,12 @@ def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]
             f"parameter or buffer '{meta}' is on the meta device (not materialised): fxprune scores real "
             "weights; load them first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
         )
-    devices = {t.device for _, t in named}
+    devices: set[torch.device] | None = None  # the parameters' devices, taken only if an input is not on the first's
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             continue
+        if named and x.device != named[0][1].device:
+            devices = {t.device for _, t in named} if devices is None else devices
         if devices and x.device not in devices:
             raise InputError(
                 f"example_inputs[{i}] is on {x.device} but the model's parameters are on "
@@ -473,10 +475,15 @@ def _attributes(module: torch.nn.Module) -> dict[str, Any]:
     return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
 
 
+def _snapshot_value(v: Any) -> Any:
+    if type(v) in _SIMPLE or type(v) is tuple and all(type(x) in _SIMPLE for x in v):
+        return v  # immutable
+    return copy.deepcopy(v) if _simple(v) else v
+
+
 def _attribute_snapshot(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
     """Copies of the plain-data attributes of every submodule, to compare after a forward run."""
-    return {name: {k: copy.deepcopy(v) if _simple(v) else v for k, v in _attributes(m).items()}
-            for name, m in module.named_modules()}
+    return {name: {k: _snapshot_value(v) for k, v in _attributes(m).items()} for name, m in module.named_modules()}
 
 
 def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
