@@ -542,7 +542,7 @@ def _plain(cls: type) -> bool:
 
 
 def _deepcopy_value(v: Any, memo: dict[int, Any]) -> Any:
-    if type(v) in _ATOMIC:
+    if type(v) in _ATOMIC or type(v) is tuple and all(type(x) in _ATOMIC for x in v):  # immutable: deepcopy's too
         return v
     if type(v) in (dict, OrderedDict) and id(v) not in memo:  # what deepcopy does, without __reduce_ex__
         new = memo[id(v)] = type(v)()
@@ -557,8 +557,8 @@ def _deepcopy_value(v: Any, memo: dict[int, Any]) -> Any:
 _LAZY_CLONE = getattr(torch, "_lazy_clone", None) if torch.__version__ >= (2, 13) else None
 
 
-def _storage(t: torch.Tensor) -> int | None:
-    return t.untyped_storage()._cdata if t.layout == torch.strided and not t.is_quantized else None
+def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
+    return t.untyped_storage() if t.layout == torch.strided and not t.is_quantized else None
 
 
 def _lazy_copies(modules: list[torch.nn.Module]) -> dict[int, torch.Tensor]:
@@ -571,11 +571,13 @@ def _lazy_copies(modules: list[torch.nn.Module]) -> dict[int, torch.Tensor]:
         return {}
     tensors = {id(t): t for m in modules for store in (m._parameters, m._buffers) for t in store.values()
                if t is not None}
-    views = Counter(_storage(t) for t in tensors.values())
+    storages = {i: _storage(t) for i, t in tensors.items()}
+    views = Counter(st._cdata for st in storages.values() if st is not None)
     copies: dict[int, torch.Tensor] = {}
     for i, t in tensors.items():
+        st = storages[i]
         if (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.is_leaf
-                and _storage(t) is not None and views[_storage(t)] == 1 and not t.is_shared()
+                and st is not None and views[st._cdata] == 1 and not st.is_shared()
                 and not (type(t) is torch.Tensor and vars(t))):
             try:
                 clone = _LAZY_CLONE(t.detach())
