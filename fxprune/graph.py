@@ -257,15 +257,14 @@ class DependencyGraph:
             if any(self.group_of[s] in costly for s in slots):
                 self.unsupported.setdefault(name, []).append(text)
 
-    def _labels(self, slots: list[Slot], sizes: np.ndarray) -> np.ndarray:
-        """The element component of every element (`slots` in element order, with their `sizes`), numbered
-        0..k-1: within one slot component, in order of the components' first elements. A slot component joined
-        by identity links only (most of them: element-wise ops, norms, a conv's output and the next op's
-        input) has one element component per index i, the i-th element of each of its slots, which are all of
-        one size; only the slot components that an index map joins (concat, split, heads, permutations) need
-        a graph search over their elements, numbered after the others."""
+    def _labels(self, slots: list[Slot], sizes: np.ndarray, root: list[Slot]) -> np.ndarray:
+        """The element component of every element (`slots` in element order, with their `sizes` and the `root`
+        slot of their slot component), numbered 0..k-1: within one slot component, in order of the components'
+        first elements. A slot component joined by identity links only (most of them: element-wise ops, norms,
+        a conv's output and the next op's input) has one element component per index i, the i-th element of
+        each of its slots, which are all of one size; only the slot components that an index map joins (concat,
+        split, heads, permutations) need a graph search over their elements, numbered after the others."""
         n = self.n_elements
-        root = [self.slot_union.find(s) for s in slots]
         mapped = {self.slot_union.find(a) for a, _, _ in self._edges}
         offsets = np.fromiter((self.offsets[s] for s in slots), dtype=np.int64, count=len(slots))
         is_mapped = np.fromiter((r in mapped for r in root), dtype=bool, count=len(slots))
@@ -283,11 +282,10 @@ class DependencyGraph:
             ids = np.concatenate([np.arange(o, o + z) for o, z, m in zip(offsets, sizes, is_mapped) if m])
             pos = np.full(n, -1, dtype=np.int64)
             pos[ids] = np.arange(len(ids))
-            a = [e[1] for e in self._edges] + [self.offsets[x] + np.arange(self.shapes[x.tensor][x.dim])
-                                               for x, _ in self._identities if self.slot_union.find(x) in mapped]
-            b = [e[2] for e in self._edges] + [self.offsets[y] + np.arange(self.shapes[y.tensor][y.dim])
-                                               for x, y in self._identities if self.slot_union.find(x) in mapped]
-            a, b = pos[np.concatenate(a)], pos[np.concatenate(b)]
+            edges = self._edges + [(x, self.offsets[x] + i, self.offsets[y] + i) for x, y in self._identities
+                                   if self.slot_union.find(x) in mapped
+                                   for i in (np.arange(self.shapes[x.tensor][x.dim]),)]
+            a, b = (pos[np.concatenate([e[k] for e in edges])] for k in (1, 2))
             adj = scipy.sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(len(ids), len(ids)))
             _, sub = scipy.sparse.csgraph.connected_components(adj, directed=False)
             labels[ids] = int(sizes[blocks].sum()) + sub
@@ -297,7 +295,8 @@ class DependencyGraph:
         n = self.n_elements
         slots_in_order = list(self.offsets)  # elements are numbered in this order, each slot's contiguous
         sizes = np.array([self.shapes[s.tensor][s.dim] for s in slots_in_order], dtype=np.int64)
-        labels = self._labels(slots_in_order, sizes)
+        root = [self.slot_union.find(s) for s in slots_in_order]
+        labels = self._labels(slots_in_order, sizes, root)
         frozen_el = np.zeros(n, dtype=bool)
         reasons_by_slot: dict[Slot, list[str]] = {}
         for s, elements, reason in self._frozen:
@@ -313,8 +312,8 @@ class DependencyGraph:
         param_label[labels[np.repeat([s.tensor.startswith("@") for s in slots_in_order], sizes)]] = True
 
         components: dict[Slot, list[Slot]] = {}
-        for s in slots_in_order:
-            components.setdefault(self.slot_union.find(s), []).append(s)
+        for s, r in zip(slots_in_order, root):
+            components.setdefault(r, []).append(s)
         ordered = [sorted(comp, key=self._slot_order) for comp in sorted(components.values(), key=self._order)]
         class_of, classes = self._classes(labels, ordered, slots_in_order, sizes)
         element_class = class_of[labels]  # each slot's classes are a view of it

@@ -53,9 +53,6 @@ def _drop_mask_nodes(gm: torch.fx.GraphModule) -> None:
             gm.graph.erase_node(node)
     for name in [n for n, _ in gm.named_buffers() if n.startswith(MASK_PREFIX)]:
         delattr(gm, name)
-    # a new dict: the copy must not claim mask buffers it no longer has (a session on it would look for them)
-    if "fxprune_masks" in gm.meta:
-        gm.meta = {k: v for k, v in gm.meta.items() if k != "fxprune_masks"}
 
 
 def _slice_tensors(gm: torch.fx.GraphModule, masks: Masks) -> None:
@@ -97,8 +94,9 @@ def _copy_memo(gm: torch.fx.GraphModule) -> dict[int, Any]:
         for k, child in children.items():
             if child is not None:
                 children[k] = memo[id(child)]
-    # gm's own bookkeeping: its meta without the mask buffers' record (the copy has none; the trace pass's entries
-    # are written once and only read), and no line map (generated again with the copy's code)
+    # gm's own bookkeeping: a new meta without the mask buffers' record (the copy has none, and a session on it
+    # would look for them; the trace pass's entries are written once and only read), and no line map (generated
+    # again with the copy's code)
     memo[id(gm.meta)] = {k: v for k, v in gm.meta.items() if k != "fxprune_masks"}
     if isinstance(vars(gm).get("_lineno_map"), dict):
         memo[id(vars(gm)["_lineno_map"])] = None

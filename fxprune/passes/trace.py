@@ -93,13 +93,10 @@ def check_inputs(model: torch.nn.Module, example_inputs: Any) -> tuple[Any, ...]
             f"parameter or buffer '{meta}' is on the meta device (not materialised): fxprune scores real "
             "weights; load them first, e.g. model.to_empty(device='cpu') then load_state_dict(...)"
         )
-    devices: set[torch.device] | None = None  # the parameters' devices, taken only if an input is not on the first's
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             continue
-        if named and x.device != named[0][1].device:
-            devices = {t.device for _, t in named} if devices is None else devices
-        if devices and x.device not in devices:
+        if named and x.device != named[0][1].device and x.device not in (devices := {t.device for _, t in named}):
             raise InputError(
                 f"example_inputs[{i}] is on {x.device} but the model's parameters are on "
                 f"{', '.join(map(str, devices))}; move one of them: x.to(model device)"
@@ -462,6 +459,12 @@ def _trace_without_cache(copy_: torch.nn.Module) -> None:
 
 
 _SIMPLE = (bool, int, float, str, bytes, type(None))
+_ATOMIC = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _immutable(v: Any) -> bool:
+    """A plain value no one can change in place: an atomic one, or a tuple of them (a kernel size, a stride)."""
+    return type(v) in _ATOMIC or type(v) is tuple and all(type(x) in _ATOMIC for x in v)
 
 
 def _simple(value: Any) -> bool:
@@ -475,15 +478,10 @@ def _attributes(module: torch.nn.Module) -> dict[str, Any]:
     return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
 
 
-def _snapshot_value(v: Any) -> Any:
-    if type(v) in _SIMPLE or type(v) is tuple and all(type(x) in _SIMPLE for x in v):
-        return v  # immutable
-    return copy.deepcopy(v) if _simple(v) else v
-
-
 def _attribute_snapshot(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
     """Copies of the plain-data attributes of every submodule, to compare after a forward run."""
-    return {name: {k: _snapshot_value(v) for k, v in _attributes(m).items()} for name, m in module.named_modules()}
+    return {name: {k: copy.deepcopy(v) if not _immutable(v) and _simple(v) else v for k, v in _attributes(m).items()}
+            for name, m in module.named_modules()}
 
 
 def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
@@ -521,7 +519,6 @@ def _side_effects(original: torch.nn.Module, copy_: torch.nn.Module,
     return found
 
 
-_ATOMIC = (type(None), bool, int, float, complex, str, bytes)
 _PLAIN_STATE = {torch.nn.Module.__setstate__, torch.nn.Module.__getstate__, object.__getstate__,
                 object.__reduce_ex__, object.__reduce__}
 _plain_classes: dict[type, bool] = {}
@@ -542,7 +539,7 @@ def _plain(cls: type) -> bool:
 
 
 def _deepcopy_value(v: Any, memo: dict[int, Any]) -> Any:
-    if type(v) in _ATOMIC or type(v) is tuple and all(type(x) in _ATOMIC for x in v):  # immutable: deepcopy's too
+    if _immutable(v):  # deepcopy returns these as they are, too
         return v
     if type(v) in (dict, OrderedDict) and id(v) not in memo:  # what deepcopy does, without __reduce_ex__
         new = memo[id(v)] = type(v)()
